@@ -1,0 +1,32 @@
+# The two commands of the README:  `make demo` (the main job) and `make test` (every test).
+# Each sets up its own virtual environment first (tools/setup_venv.sh).
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+
+.PHONY: venv demo test test-heavy lint export clean-nbs
+
+venv:
+	@VENV=$(VENV) bash tools/setup_venv.sh
+
+## The main job: for now a short demo of the reasoning format and the tokenizers (grows into the CPU training demo).
+demo: venv
+	$(BIN)/python -m medllm.tokenizer demo
+
+## Every test, as CI runs it: notebooks clean and exported, every notebook top to bottom, then pytest.
+test: venv
+	BIN=$(BIN) bash tools/check_clean.sh
+	$(BIN)/ruff check medllm
+	$(BIN)/nbdev-test --n-workers 2
+	$(BIN)/python -m pytest
+
+## Long tests (torchrun, papermill, big tokenizer training), excluded from `make test`.
+test-heavy: venv
+	$(BIN)/python -m pytest -m heavy
+
+lint: venv
+	$(BIN)/ruff check medllm
+
+export: venv
+	$(BIN)/nbdev-export && $(BIN)/nbdev-clean
