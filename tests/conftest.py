@@ -1,0 +1,40 @@
+"""Shared fixtures: the course's offline data, the installed CLIs, and no hub access."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    "The course's offline data (../shared/data or $MEDLLM_DATA); required in CI, skipped elsewhere when absent."
+    from medllm.core import shared_data_dir
+    d = shared_data_dir()
+    if d is None:
+        if os.environ.get("CI"): pytest.fail("CI must have the shared data folder next to the repository")
+        pytest.skip("no shared/data folder (set MEDLLM_DATA)")
+    return d
+
+
+def run_cli(name: str, *args, env=None, cwd=None, timeout=600) -> subprocess.CompletedProcess:
+    "Run an installed console script of this environment."
+    exe = BIN / name
+    assert exe.exists(), f"console script {name} is not installed in {BIN}"
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def gpt2_cache(tmp_path_factory, shared_data) -> Path:
+    "A tiktoken cache holding GPT-2's files from shared data, so that the name 'gpt2' loads offline."
+    from medllm.tokenizer import seed_gpt2_cache
+    return seed_gpt2_cache(shared_data / "tokenizers" / "gpt2", tmp_path_factory.mktemp("tiktoken-cache"))
