@@ -38,3 +38,27 @@ def gpt2_cache(tmp_path_factory, shared_data) -> Path:
     "A tiktoken cache holding GPT-2's files from shared data, so that the name 'gpt2' loads offline."
     from medllm.tokenizer import seed_gpt2_cache
     return seed_gpt2_cache(shared_data / "tokenizers" / "gpt2", tmp_path_factory.mktemp("tiktoken-cache"))
+
+
+@pytest.fixture(scope="session")
+def trained_nano():
+    "A 2-layer nano model with a 1k rustbpe tokenizer after 30 AdamW steps on the demo corpus: weights not at init."
+    import math
+    import torch
+    from medllm.core import demo_corpus
+    from medllm.model import GPT, get_config, pad_vocab
+    from medllm.reasoning import synth_parts, to_text
+    from medllm.tokenizer import train_tokenizer
+    texts = [to_text(synth_parts(r)) for r in demo_corpus()]
+    tok = train_tokenizer(texts, vocab_size=1024)
+    ids = torch.tensor([i for t in tok.encode_batch(texts, append_eot=True) for i in t])
+    torch.manual_seed(0)
+    m = GPT(get_config("nano", vocab_size=pad_vocab(tok.n_vocab), n_layer=2, seq_len=128))
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    for step in range(30):
+        starts = torch.randint(0, len(ids) - 129, (8,))
+        batch = torch.stack([ids[s:s + 129] for s in starts])
+        loss = m(batch[:, :-1], batch[:, 1:])
+        opt.zero_grad(); loss.backward(); opt.step()
+    assert loss.item() < math.log(m.config.vocab_size) - 1.0  # it learned something
+    return m.eval(), tok

@@ -1,0 +1,157 @@
+"""The blocks and the GPT from outside: references, RoPE properties, causality, init loss, counts, generation."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from medllm.layers import (CausalSelfAttention, KVCache, ReLU2MLP, RMSNorm, SwiGLU, apply_rope, linear_cross_entropy,
+                           rope_tables, softcap)
+from medllm.model import GPT, ModelConfig, generate, get_config, pad_vocab
+
+
+def test_rmsnorm_matches_torch_reference():
+    n = RMSNorm(64)
+    with torch.no_grad(): n.weight.uniform_(0.5, 2.0)
+    x = torch.randn(4, 9, 64) * 3
+    torch.testing.assert_close(n(x), F.rms_norm(x, (64,), n.weight, 1e-6))
+
+
+def test_rope_properties():
+    D = 32
+    cos, sin = rope_tables(torch.arange(2048), D)
+    x = torch.randn(1, 1, 1, D)
+    torch.testing.assert_close(apply_rope(x, cos[:1], sin[:1]), x)  # position 0: identity
+    q, k = torch.randn(1, 1, 1, D), torch.randn(1, 1, 1, D)
+    dots = [(apply_rope(q, cos[m:m + 1], sin[m:m + 1]) * apply_rope(k, cos[m - 7:m - 6], sin[m - 7:m - 6])).sum().item()
+            for m in (7, 50, 900, 2000)]
+    assert max(dots) - min(dots) < 1e-3 * max(1.0, abs(dots[0]))  # depends on the offset only
+    seq = torch.randn(1, 2, 10, D)
+    full = apply_rope(seq, cos[:10], sin[:10])
+    torch.testing.assert_close(apply_rope(seq[:, :, 4:], *rope_tables(torch.arange(4, 10), D)), full[:, :, 4:])
+    with pytest.raises(ValueError, match="even"):
+        rope_tables(torch.arange(3), 7)
+
+
+def test_attention_matches_naive_masked_softmax():
+    torch.manual_seed(0)
+    a = CausalSelfAttention(48, 6)
+    x = torch.randn(3, 11, 48)
+    cos, sin = rope_tables(torch.arange(11), 8)
+    B, T, C = x.shape
+    q = apply_rope(a.q_norm(a.q_proj(x).view(B, T, 6, 8)).transpose(1, 2), cos, sin)
+    k = apply_rope(a.k_norm(a.k_proj(x).view(B, T, 6, 8)).transpose(1, 2), cos, sin)
+    v = a.v_proj(x).view(B, T, 6, 8).transpose(1, 2)
+    s = (q @ k.transpose(-1, -2) / math.sqrt(8)).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+    ref = a.o_proj((s.softmax(-1) @ v).transpose(1, 2).reshape(B, T, C))
+    torch.testing.assert_close(a(x, cos, sin), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_mlps_match_their_formulas():
+    torch.manual_seed(0)
+    x = torch.randn(5, 32)
+    sw = SwiGLU(32, 96)
+    torch.testing.assert_close(sw(x), (F.silu(x @ sw.gate_proj.weight.T) * (x @ sw.up_proj.weight.T)) @ sw.down_proj.weight.T)
+    r2 = ReLU2MLP(32, 128)
+    torch.testing.assert_close(r2(x), torch.relu(x @ r2.up_proj.weight.T).square() @ r2.down_proj.weight.T)
+
+
+@pytest.mark.parametrize("cap,chunk", [(0.0, 7), (0.0, 1000), (10.0, 16)])
+def test_fused_cross_entropy_matches_naive(cap, chunk):
+    torch.manual_seed(1)
+    h = torch.randn(2, 50, 24, requires_grad=True)
+    w = torch.randn(300, 24, requires_grad=True)
+    t = torch.randint(0, 300, (2, 50)); t[0, :5] = -1
+    naive = F.cross_entropy(softcap(h @ w.T, cap).view(-1, 300), t.view(-1), ignore_index=-1)
+    fused = linear_cross_entropy(h, w, t, cap, chunk)
+    torch.testing.assert_close(fused, naive)
+    for a, b in zip(torch.autograd.grad(fused * 3.0, (h, w)), torch.autograd.grad(naive * 3.0, (h, w))):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        torch.testing.assert_close(linear_cross_entropy(h, w, t, cap, chunk), naive)
+
+
+def _randomised(cfg: ModelConfig, seed=0) -> GPT:
+    torch.manual_seed(seed)
+    m = GPT(cfg)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2 and not p.any(): p.normal_(std=0.05)  # wake the zero-initialised projections
+    return m
+
+
+@pytest.mark.parametrize("mlp,qk_norm,cap", [("swiglu", True, 0.0), ("relu2", False, 30.0)])
+def test_model_is_causal(mlp, qk_norm, cap):
+    m = _randomised(get_config("nano", vocab_size=384, n_layer=2, mlp=mlp, qk_norm=qk_norm, logit_softcap=cap))
+    idx = torch.randint(0, 384, (2, 24))
+    for t in (0, 5, 23):
+        idx2 = idx.clone(); idx2[:, t] = (idx2[:, t] + 1) % 384
+        a, b = m(idx), m(idx2)
+        torch.testing.assert_close(a[:, :t], b[:, :t])
+        assert not torch.allclose(a[:, t:], b[:, t:])
+
+
+@pytest.mark.parametrize("name,vocab", [(n, 50304) for n in ("nano", "tiny", "small", "medium", "baguette")] +
+                         [(n, 100352) for n in ("nano", "tiny", "small")])  # medium/baguette at cl100k: 20 s more, same code
+def test_loss_at_init_is_ln_vocab(name, vocab):
+    torch.manual_seed(0)
+    m = GPT(get_config(name, vocab_size=vocab))
+    idx = torch.randint(0, vocab, (2, 32))
+    with torch.no_grad(): loss = m(idx, idx).item()
+    assert abs(loss - math.log(vocab)) < 0.1, (name, loss, math.log(vocab))
+
+
+def test_counts_on_meta_device():
+    with torch.device("meta"):
+        m = GPT(get_config("baguette", vocab_size=100352))
+    assert all(p.is_meta for p in m.parameters())
+    c = m.config
+    per_layer = 4 * c.d_model * c.d_model + 3 * c.d_model * c.mlp_hidden + 2 * c.d_model + 2 * c.head_dim
+    assert m.num_params() == 2 * 100352 * 512 + c.n_layer * per_layer + c.d_model
+    assert m.flops_per_token(1024) == 6 * (m.num_params() - 100352 * 512) + 6 * 80 * 1024 * 512
+
+
+def test_vocab_padding():
+    assert pad_vocab(100280) == 100352 and pad_vocab(50260) == 50304 and pad_vocab(8192) == 8192
+
+
+def test_bad_configs_are_clear():
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(d_model=100, n_head=3)
+    with pytest.raises(ValueError, match="unknown model 'giant'"):
+        get_config("giant")
+    with pytest.raises(ValueError, match="n_layer must be a positive integer"):
+        get_config("tiny", n_layer=0)
+
+
+def test_kv_cache_overflow_is_clear():
+    c = KVCache(1, 1, 1, 4, 2)
+    with pytest.raises(ValueError, match="KV cache full"):
+        c.update(0, torch.zeros(1, 1, 5, 2), torch.zeros(1, 1, 5, 2))
+
+
+def test_softcap_bounds():
+    z = torch.linspace(-1000, 1000, 101)
+    assert softcap(z, 30.0).abs().max() <= 30.0 and softcap(z, 30.0)[50] == 0
+
+
+def test_kv_cache_and_no_cache_greedy_are_identical(trained_nano):
+    m, tok = trained_nano
+    prompts = [tok.encode("Hyperkalaemia"), tok.encode("A 58-year-old man has crushing chest pain radiating to the left arm."),
+               tok.encode("Which drug reverses opioid overdose? Think step by step about receptors and antagonists.")]
+    assert len({len(p) for p in prompts}) == 3
+    cached = generate(m, prompts, max_new_tokens=64)
+    uncached = generate(m, prompts, max_new_tokens=64, use_cache=False)
+    assert cached == uncached
+    assert all(len(o) == 64 for o in cached)  # no stop ids given: all 64 tokens
+    assert [generate(m, [p], max_new_tokens=64)[0] for p in prompts] == cached
+
+
+def test_sampling_is_seeded_and_top_k_one_is_greedy(trained_nano):
+    m, tok = trained_nano
+    prompts = [tok.encode("Insulin"), tok.encode("The kidney")]
+    a = generate(m, prompts, 30, temperature=1.0, top_k=20, top_p=0.95, seed=3)
+    assert a == generate(m, prompts, 30, temperature=1.0, top_k=20, top_p=0.95, seed=3)
+    assert generate(m, prompts, 30, temperature=2.0, top_k=1, seed=3) == generate(m, prompts, 30)
+    stops = generate(m, prompts, 30, stop_ids=[tok.eot_id, tok.special["answer"]])
+    assert all(tok.eot_id not in o for o in stops)
