@@ -71,6 +71,20 @@ def test_fused_cross_entropy_matches_naive(cap, chunk):
         torch.testing.assert_close(linear_cross_entropy(h, w, t, cap, chunk), naive)
 
 
+def test_fused_cross_entropy_under_bf16_autocast():
+    torch.manual_seed(2)
+    h = torch.randn(64, 32, requires_grad=True)
+    w = torch.randn(500, 32, requires_grad=True)
+    t = torch.randint(0, 500, (64,))
+    with torch.autocast("cpu", torch.bfloat16):
+        fused = linear_cross_entropy(h, w, t, chunk=16)
+        naive = F.cross_entropy((h @ w.T).float(), t)
+    torch.testing.assert_close(fused, naive)
+    for a, b in zip(torch.autograd.grad(fused, (h, w)), torch.autograd.grad(naive, (h, w))):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, atol=2e-3, rtol=2e-2)
+
+
 def _randomised(cfg: ModelConfig, seed=0) -> GPT:
     torch.manual_seed(seed)
     m = GPT(cfg)
