@@ -9,7 +9,7 @@ import tiktoken
 from hypothesis import given, settings, strategies as st
 
 from medllm.reasoning import SPECIAL_TOKENS, synth_parts, to_text
-from medllm.tokenizer import get_tokenizer, read_texts, save_tokenizer, train_tokenizer
+from medllm.tokenizer import get_tokenizer, save_tokenizer, source_texts, train_tokenizer
 
 from conftest import run_cli
 
@@ -117,12 +117,12 @@ def test_save_load_round_trip(tmp_path):
     assert back.encode(s) == t.encode(s) and back.special == t.special
 
 
-def test_read_texts_reports_wrong_column(tmp_path):
+def test_source_texts_reports_wrong_column(tmp_path):
     f = tmp_path / "rows.jsonl"
     f.write_text('{"abstract": "a"}\n{"abstract": "b"}\n')
-    with pytest.raises(ValueError, match="no row has text in column 'text' \\(columns: abstract\\)"):
-        read_texts(f)
-    assert read_texts(f, "abstract") == ["a", "b"]
+    with pytest.raises(ValueError, match="yielded no documents from 2 rows.*missing_text.*columns: abstract"):
+        source_texts(f"rows={f}")
+    assert source_texts(f"rows={f}#abstract") == {"rows": ["a", "b"]}
 
 
 # ---- the command line: bad input is one line on stderr and exit code 2 ----
@@ -130,8 +130,9 @@ def test_read_texts_reports_wrong_column(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["compare", "--tokenizers", "llama3", "--datasets", "sample"], "unknown tokenizer 'llama3': use one of cl100k, gpt2"),
     (["compare", "--tokenizers", "/no/such/tok.json", "--datasets", "sample"], "tokenizer file not found: /no/such/tok.json"),
-    (["compare", "--datasets", "/no/such/file.jsonl"], "no such file or folder: /no/such/file.jsonl"),
-    (["compare", "--datasets", "pubmed"], "unknown dataset 'pubmed'"),
+    (["compare", "--datasets", "notes=/no/such/file.jsonl"], "no such file or folder for 'notes': /no/such/file.jsonl"),
+    (["compare", "--datasets", "pubmedx"], "unknown source 'pubmedx': use one of synth, pubmed"),
+    (["compare", "--datasets", "pubmed"], "cannot read MedRAG/pubmed from the Hugging Face hub"),
     (["train", "--datasets", "sample", "--vocab_size", "0", "--output", "/tmp/x.json"], "must be positive"),
     (["train", "--datasets", "sample", "--vocab_size", "100", "--output", "/tmp/x.json"], "vocab_size must be an integer >= 261"),
     (["train", "--datasets", "sample", "--vocab_size", "abc", "--output", "/tmp/x.json"], "invalid int value"),
