@@ -1,0 +1,69 @@
+"""Optimizers from outside: Muon against torch.optim.Muon, parameter groups, schedules, state round trip."""
+import copy
+import math
+
+import pytest
+import torch
+
+from medllm.model import GPT, get_config
+from medllm.optim import Muon, build_optimizer, lr_multiplier, newton_schulz
+
+
+def test_newton_schulz_orthogonalises():
+    torch.manual_seed(0)
+    for shape in [(64, 32), (32, 64), (40, 40)]:
+        G = torch.randn(*shape)
+        sv = torch.linalg.svdvals(newton_schulz(G).float())
+        # all but the few smallest singular values land near 1 (a square Gaussian matrix has some near 0)
+        assert 0.5 < sv[: int(0.9 * len(sv))].min() and sv.max() < 1.3, (shape, sv.min(), sv.max())
+    with pytest.raises(ValueError, match="2-D"):
+        newton_schulz(torch.randn(2, 3, 4))
+
+
+@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon appeared in torch 2.9")
+def test_muon_matches_torch_muon():
+    torch.manual_seed(1)
+    W = [torch.randn(96, 32, requires_grad=True), torch.randn(32, 96, requires_grad=True), torch.randn(50, 50, requires_grad=True)]
+    W2 = [w.detach().clone().requires_grad_() for w in W]
+    ours = Muon(W, lr=0.03, weight_decay=0.05, momentum=0.9)
+    ref = torch.optim.Muon(W2, lr=0.03, weight_decay=0.05, momentum=0.9, nesterov=True)
+    for _ in range(20):
+        for w, w2 in zip(W, W2):
+            g = torch.randn_like(w)
+            w.grad, w2.grad = g.clone(), g.clone()
+        ours.step(); ref.step()
+    for w, w2 in zip(W, W2):
+        torch.testing.assert_close(w, w2, rtol=0, atol=0)  # the same arithmetic: bitwise
+
+
+def test_groups_cover_every_parameter_once():
+    m = GPT(get_config("nano", vocab_size=512, n_layer=2))
+    for kind in ("muon", "adamw"):
+        opt = build_optimizer(m, kind)
+        ids = [id(p) for g in opt.param_groups for p in g["params"]]
+        assert len(ids) == len(set(ids)) == len(list(m.parameters()))
+    muon = build_optimizer(m).opts["muon"]
+    assert all(p.ndim == 2 and p is not m.embed.weight and p is not m.lm_head.weight for g in muon.param_groups for p in g["params"])
+
+
+def test_optimizer_state_round_trip_continues_identically():
+    torch.manual_seed(0)
+    m = GPT(get_config("nano", vocab_size=256, n_layer=1))
+    opt = build_optimizer(m)
+    x = torch.randint(0, 256, (2, 16))
+    for _ in range(3):
+        m(x, x).backward(); opt.step(); opt.zero_grad()
+    m2 = GPT(get_config("nano", vocab_size=256, n_layer=1)); m2.load_state_dict(m.state_dict())
+    opt2 = build_optimizer(m2); opt2.load_state_dict(copy.deepcopy(opt.state_dict()))  # as if read from a file: no aliasing
+    for mm, oo in ((m, opt), (m2, opt2)):
+        oo.set_lr_multiplier(0.5); mm(x, x).backward(); oo.step(); oo.zero_grad()
+    for a, b in zip(m.parameters(), m2.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_schedules():
+    assert [round(lr_multiplier(s, 10, 2), 3) for s in range(10)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5]
+    assert lr_multiplier(0, 100, 0, "cosine") == 1.0 and abs(lr_multiplier(50, 100, 0, "cosine") - 0.5) < 0.02
+    assert lr_multiplier(99, 100, 0, "wsd", min_ratio=0.1) == pytest.approx(1 - 0.9 * 19 / 20)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        lr_multiplier(0, 1, schedule="step")
