@@ -1,0 +1,135 @@
+"""Training from outside: exact resume (shards and streaming), torchrun DDP == one process, bad input, NaN stop."""
+import json
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from medllm.checkpoint import list_checkpoints, load_checkpoint
+
+from conftest import BIN, run_cli
+
+
+@pytest.fixture(scope="module")
+def demo_tok(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok") / "demo2k.json"
+    r = run_cli("medllm-tokenizer", "train", "--datasets", "sample", "--vocab_size", 2048, "--output", out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_shards(tmp_path_factory, demo_tok):
+    out = tmp_path_factory.mktemp("shards")
+    r = run_cli("medllm-prepare-data", "--datasets", "sample", "--tokenizer", demo_tok, "--seq_len", 64, "--max_tokens", 60_000,
+                "--val_fraction", 0.1, "--output", out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+# "Deterministic settings" for bitwise comparisons across processes: --deterministic (one CPU thread, deterministic
+# algorithms); multi-threaded CPU kernels may sum in a different order from run to run.
+DETERMINISTIC = {"OMP_NUM_THREADS": "1"}
+
+
+def _common(tok, out, steps):
+    return ["--model", "nano", "--tokenizer", tok, "--seq_len", 64, "--batch_size", 4, "--max_steps", steps, "--eval_every", 0,
+            "--eval_batches", 1, "--log_every", 1, "--no_samples", "--output", out, "--warmup_steps", 2, "--deterministic"]
+
+
+def _final_params(out):
+    ck = load_checkpoint(list_checkpoints(out)[-1])
+    return ck["model"], ck["step"]
+
+
+@pytest.mark.parametrize("mode", ["shards", "streaming"])
+def test_resume_is_bitwise_exact(mode, demo_tok, demo_shards, tmp_path):
+    data = ["--data_dir", demo_shards] if mode == "shards" else ["--datasets", "sample", "--val_fraction", 0.1, "--num_workers", 2]
+    full, part = tmp_path / "full", tmp_path / "part"
+    r = run_cli("medllm-train", *_common(demo_tok, full, 12), *data, env=DETERMINISTIC)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli("medllm-train", *_common(demo_tok, part, 12), *data, "--save_every", 5, env=DETERMINISTIC)
+    assert r.returncode == 0, r.stderr[-2000:]
+    # stop at step 5: keep only the step-5 checkpoint, then resume from it
+    for p in list_checkpoints(part):
+        if not p.name.endswith("000005.pt"): p.unlink()
+    (part / "latest").write_text("checkpoint_000005.pt\n")
+    r = run_cli("medllm-train", *_common(demo_tok, part, 12), *data, "--resume", "latest", env=DETERMINISTIC)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resume: checkpoint_000005.pt (step 5" in r.stdout + r.stderr
+    a, sa = _final_params(full)
+    b, sb = _final_params(part)
+    assert sa == sb == 12
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _losses(out):
+    return [json.loads(l)["loss"] for l in open(Path(out) / "metrics.jsonl") if '"loss"' in l]
+
+
+def test_torchrun_two_processes_match_one_process(demo_tok, demo_shards, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    args = ["--model", "nano", "--tokenizer", str(demo_tok), "--seq_len", "64", "--max_steps", "20", "--eval_every", "0",
+            "--eval_batches", "1", "--log_every", "1", "--no_samples", "--data_dir", str(demo_shards), "--grad_clip", "0"]
+    r = run_cli("medllm-train", *args, "--batch_size", 4, "--output", one)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run([str(BIN / "torchrun"), "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+                        "-m", "medllm.train", *args, "--batch_size", "2", "--output", str(two)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads((two / "run_info.json").read_text())
+    assert info["world_size"] == 2 and info["tokens_per_step"] == 4 * 64
+    l1, l2 = _losses(one), _losses(two)
+    assert len(l1) == len(l2) == 20
+    for a, b in zip(l1, l2):
+        assert abs(a - b) <= 1e-4 * abs(a), (a, b)
+    assert l1[-1] < l1[0] - 0.5  # and it trains
+
+
+def test_crafted_pickle_checkpoint_is_refused(demo_tok, tmp_path):
+    import os, pickle
+    marker = tmp_path / "pwned"
+    class Evil:
+        def __reduce__(self): return (os.system, (f"touch {marker}",))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint_000003.pt").write_bytes(pickle.dumps({"format": "medllm-checkpoint", "x": Evil()}))
+    r = run_cli("medllm-train", *_common(demo_tok, out, 3), "--datasets", "sample", "--val_fraction", 0.1,
+                "--resume", str(out / "checkpoint_000003.pt"))
+    assert r.returncode == 2 and "not a loadable medllm checkpoint" in r.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--model", "giant"], "unknown model 'giant'"),
+    (["--datasets", "nosuch"], "unknown source 'nosuch'"),
+    (["--batch_size", "0"], "batch_size must be >= 1"),
+    (["--batch_tokens", "1000"], "is not a multiple of batch_size"),
+    (["--seq_len", "4096"], "beyond model 'nano'"),
+    (["--resume", "/no/such.pt"], "--resume checkpoint not found"),
+    (["--output", "/proc/medllm-run"], "is not writable"),
+    (["--data_dir", "/no/such/dir"], "--data_dir not found"),
+    (["--optimizer", "sgd"], "unknown optimizer 'sgd'"),
+])
+def test_train_bad_input_is_one_line_exit_2(args, needle, tmp_path):
+    base = ["--max_steps", "1", "--output", str(tmp_path / "o"), "--no_samples"]
+    r = run_cli("medllm-train", *base, *args)
+    assert r.returncode == 2, (r.stdout[-500:], r.stderr[-1000:])
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert needle in r.stderr, r.stderr
+
+
+def test_resume_with_other_tokenizer_is_refused(demo_tok, tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("medllm-train", *_common(demo_tok, out, 2), "--datasets", "sample", "--val_fraction", 0.1)
+    assert r.returncode == 0, r.stderr[-1000:]
+    r = run_cli("medllm-train", *_common("cl100k", out, 4), "--datasets", "sample", "--resume", "latest")
+    assert r.returncode == 2 and "differs" in r.stderr or "tokenizer" in r.stderr, r.stderr
