@@ -10,9 +10,11 @@ export HF_DATASETS_OFFLINE ?= 1
 venv:
 	@VENV=$(VENV) bash tools/setup_venv.sh
 
-## The main job: for now a short demo of the reasoning format and the tokenizers (grows into the CPU training demo).
+## The main job: the job notebook with its CPU defaults (nano model, demo corpus, torchrun), run headless by papermill.
+## The executed notebook, the log, metrics, curves and the checkpoint land in runs/demo/.
 demo: venv
-	$(BIN)/python -m medllm.tokenizer demo
+	mkdir -p runs/demo
+	$(BIN)/papermill nbs/runs/train.ipynb runs/demo/train.ipynb --cwd . -p output runs/demo
 
 ## Every test, as CI runs it: notebooks clean and exported, every notebook top to bottom, then pytest.
 test: venv
