@@ -133,3 +133,20 @@ def test_resume_with_other_tokenizer_is_refused(demo_tok, tmp_path):
     assert r.returncode == 0, r.stderr[-1000:]
     r = run_cli("medllm-train", *_common("cl100k", out, 4), "--datasets", "sample", "--resume", "latest")
     assert r.returncode == 2 and "differs" in r.stderr or "tokenizer" in r.stderr, r.stderr
+
+
+@pytest.mark.heavy
+def test_two_torchrun_nodes_train_together(demo_tok, demo_shards, tmp_path):
+    "Multi-node through torchrun's c10d rendezvous: two launches (--nnodes 2) on 127.0.0.1 form one 2-process job."
+    port = _free_port()
+    args = ["-m", "medllm.train", "--model", "nano", "--tokenizer", str(demo_tok), "--seq_len", "64", "--batch_size", "2",
+            "--max_steps", "6", "--eval_every", "0", "--eval_batches", "1", "--log_every", "1", "--no_samples",
+            "--data_dir", str(demo_shards), "--output", str(tmp_path / "run")]
+    procs = [subprocess.Popen([str(BIN / "torchrun"), "--nnodes=2", f"--node_rank={rank}", "--nproc_per_node=1",
+                               "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=medllm-test", *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert info["world_size"] == 2 and info["tokens_per_step"] == 2 * 2 * 64
+    assert len(_losses(tmp_path / "run")) == 6
