@@ -150,3 +150,22 @@ def test_two_torchrun_nodes_train_together(demo_tok, demo_shards, tmp_path):
     info = json.loads((tmp_path / "run" / "run_info.json").read_text())
     assert info["world_size"] == 2 and info["tokens_per_step"] == 2 * 2 * 64
     assert len(_losses(tmp_path / "run")) == 6
+
+
+def test_test_only_runs_one_step_and_reports(demo_tok, tmp_path):
+    r = run_cli("medllm-train", *_common(demo_tok, tmp_path / "t", 100), "--datasets", "sample", "--test_only", "--compile")
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert summary["steps"] == 1 and not list_checkpoints(tmp_path / "t")
+    assert "step 1 | loss" in r.stdout
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(demo_tok, tmp_path):
+    out = tmp_path / "nan"
+    r = run_cli("medllm-train", *_common(demo_tok, out, 20), "--datasets", "sample", "--save_every", 1, "--lr_head", "1e37",
+                "--grad_clip", "0", "--warmup_steps", "0")
+    assert r.returncode == 1, (r.stdout[-1000:], r.stderr[-1000:])
+    assert "loss is nan" in r.stderr or "loss is inf" in r.stderr, r.stderr[-500:]
+    assert "Traceback" not in r.stderr
+    good = list_checkpoints(out)
+    assert good and load_checkpoint(good[-1])["step"] >= 1
