@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import ArgParser, asset_path, cli, demo_quiz, get_device, read_jsonl
+from .core import ArgParser, asset_path, cli, demo_quiz, get_device, read_jsonl, writable_dir
 from .model import GPT, generate
 from .reasoning import ANSWER, ENDOFTEXT, LETTERS, THINKING, Special, format_question, prompt_parts
 from .tokenizer import Tokenizer
@@ -273,7 +273,9 @@ def summarize(name: str, items: list[Item], recs: list[dict], mode: str) -> dict
     out = {"benchmark": name, "mode": mode, "n": len(recs), "acc": acc, "ci95": [lo, hi], "chance": chance,
            "majority": majority, "centered_acc": (acc - chance) / (1 - chance), "above_chance": lo > chance}
     if "pred_norm" in recs[0]:
-        out["acc_norm"] = float(np.mean([r["pred_norm"] == r["gold"] for r in recs]))
+        correct_norm = [r["pred_norm"] == r["gold"] for r in recs]
+        lo, hi = bootstrap_ci(correct_norm)
+        out |= {"acc_norm": float(np.mean(correct_norm)), "ci95_norm": [lo, hi], "above_chance_norm": lo > chance}
     return out
 
 # %% ../nbs/30_evaluate.ipynb #d26593f1
@@ -321,7 +323,8 @@ def evaluate(model: GPT, tok: Tokenizer, benchmarks: list[str], modes: list[str]
            "contamination": warnings, "seconds": time.time() - t0}
     from medllm.tokenizer import format_table
     table = format_table([{"benchmark": r["benchmark"], "mode": r["mode"], "n": r["n"], "acc": r["acc"],
-                           "acc_norm": r.get("acc_norm", float("nan")), "ci95": f"{r['ci95'][0]:.2f}–{r['ci95'][1]:.2f}",
+                           "ci95": f"{r['ci95'][0]:.2f}–{r['ci95'][1]:.2f}", "acc_norm": r.get("acc_norm", float("nan")),
+                           "ci95_norm": f"{r['ci95_norm'][0]:.2f}–{r['ci95_norm'][1]:.2f}" if "ci95_norm" in r else "",
                            "chance": r["chance"], "majority": r["majority"], "centered": r["centered_acc"]} for r in results], ".3f")
     log(table)
     if output is not None:
@@ -339,6 +342,9 @@ def _chart(results: list[dict]):
     fig = go.Figure([go.Bar(x=x, y=[r["acc"] for r in results], name="accuracy",
                             error_y=dict(type="data", symmetric=False, array=[r["ci95"][1] - r["acc"] for r in results],
                                          arrayminus=[r["acc"] - r["ci95"][0] for r in results])),
+                     go.Bar(x=x, y=[r.get("acc_norm") for r in results], name="acc_norm",
+                            error_y=dict(type="data", symmetric=False, array=[r["ci95_norm"][1] - r["acc_norm"] if "ci95_norm" in r else 0 for r in results],
+                                         arrayminus=[r["acc_norm"] - r["ci95_norm"][0] if "ci95_norm" in r else 0 for r in results])),
                      go.Scatter(x=x, y=[r["chance"] for r in results], mode="markers", name="chance", marker_symbol="line-ew-open", marker_size=30),
                      go.Scatter(x=x, y=[r["majority"] for r in results], mode="markers", name="majority", marker_symbol="line-ew-open", marker_size=30)])
     fig.update_layout(yaxis_title="accuracy", yaxis_range=[0, 1], height=350, margin=dict(t=20, b=20))
@@ -349,7 +355,7 @@ def _chart(results: list[dict]):
 def main(argv: list[str] | None = None):
     "medllm-evaluate: MedQA, MedMCQA, PubMedQA and the demo quiz, by log-likelihood."
     p = ArgParser(prog="medllm-evaluate", description=main.__doc__)
-    p.add_argument("--checkpoint", required=True, help="a medllm checkpoint (.pt) or exported directory")
+    p.add_argument("--checkpoint", required=True, help="a medllm checkpoint (.pt), a run folder (its newest checkpoint) or an exported directory")
     p.add_argument("--benchmarks", default="medqa,medmcqa,pubmedqa", help=f"comma-separated: {', '.join(BENCHMARKS)}")
     p.add_argument("--mode", default="letter,cloze,reasoning", help="comma-separated: letter, cloze, reasoning")
     p.add_argument("--no_reasoning", action="store_true", help="leave out the reasoning mode")
@@ -370,15 +376,23 @@ def main(argv: list[str] | None = None):
     for x in modes:
         if x not in ("letter", "cloze", "reasoning"): raise ValueError(f"unknown mode {x!r}: use letter, cloze or reasoning")
     if not modes: raise ValueError("no scoring mode left")
+    if a.batch_size < 1: raise ValueError(f"--batch_size must be >= 1, got {a.batch_size}")
+    if a.reasoning_tokens < 1: raise ValueError(f"--reasoning_tokens must be >= 1, got {a.reasoning_tokens}")
+    writable_dir(a.output)
     files = {}
     for e in [e for e in a.files.split(",") if e.strip()]:
         k, eq, v = e.partition("=")
         if not eq: raise ValueError(f"--files entry {e!r} must be benchmark=path")
         files[k.strip()] = v.strip()
     if a.data_dir and not Path(a.data_dir).is_dir(): raise FileNotFoundError(f"--data_dir not found: {a.data_dir}")
-    from medllm.checkpoint import load_checkpoint
+    from medllm.checkpoint import load_checkpoint, resolve_resume
     from medllm.export import load_model
     path = Path(a.checkpoint)
+    if path.is_dir() and not (path / "medllm.json").exists():  # a run folder: its newest loadable checkpoint
+        found = resolve_resume("latest", path)
+        if found is None: raise FileNotFoundError(f"{path} holds neither an exported model (medllm.json) nor a loadable checkpoint")
+        path = found
+    elif path.name == "latest" and path.is_file(): path = path.parent / path.read_text().strip()
     model, tok = load_model(path, get_device(a.device))
     meta = {"path": str(path)}
     if path.is_file():

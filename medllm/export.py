@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .core import ArgParser, cli, get_device, seed_everything
+from .core import ArgParser, cli, get_device, seed_everything, writable_dir
 from .model import GPT, ModelConfig, generate, get_config, load_checkpoint_file, model_from_checkpoint, pad_vocab
 from .reasoning import prompt_parts
 from .tokenizer import Tokenizer, get_tokenizer, tokenizer_from_spec
@@ -182,6 +182,7 @@ def export_main(argv: list[str] | None = None):
     a = p.parse_args(argv)
     out = Path(a.output)
     if out.exists() and not out.is_dir(): raise ValueError(f"--output {out} exists and is not a directory")
+    writable_dir(out)
     if a.checkpoint: model, tok = load_model(a.checkpoint)
     else:
         tok = get_tokenizer(a.tokenizer)

@@ -8,6 +8,7 @@ Docs: https://medllm.github.io/medllm/model.html.md"""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from .layers import Block, KVCache, RMSNorm, linear_cross_entropy, rope_tables, 
 
 # %% auto #0
 __all__ = ['CONFIGS', 'MODEL_FORMAT', 'pad_vocab', 'ModelConfig', 'nano', 'tiny', 'small', 'medium', 'baguette', 'get_config',
-           'GPT', 'param_table', 'generate', 'save_model', 'load_checkpoint_file', 'model_from_checkpoint']
+           'GPT', 'param_table', 'generate', 'save_model', 'file_digest', 'write_digest', 'load_checkpoint_file',
+           'model_from_checkpoint']
 
 # %% ../nbs/11_model.ipynb #e26477b2
 def pad_vocab(n_vocab: int, multiple: int = 128) -> int:
@@ -68,7 +70,7 @@ class ModelConfig:
         return out
 
 # %% ../nbs/11_model.ipynb #befc5bc8
-def nano() -> ModelConfig:   return ModelConfig(n_layer=4, n_head=4, d_model=256, seq_len=256)
+def nano() -> ModelConfig:   return ModelConfig(n_layer=4, n_head=4, d_model=256, seq_len=512)
 def tiny() -> ModelConfig:   return ModelConfig(n_layer=6, n_head=6, d_model=384, seq_len=1024)
 def small() -> ModelConfig:  return ModelConfig(n_layer=12, n_head=12, d_model=768, seq_len=1024)
 def medium() -> ModelConfig: return ModelConfig(n_layer=24, n_head=16, d_model=1024, seq_len=2048)
@@ -242,16 +244,40 @@ def save_model(path, model: GPT, tokenizer, **extra) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     torch.save(ckpt, tmp)
+    write_digest(tmp, path)
     os.replace(tmp, path)
     return path
 
 
+def file_digest(path) -> str:
+    "SHA-256 of a file, read in 16 MB blocks."
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24): h.update(block)
+    return h.hexdigest()
+
+
+def write_digest(data_path, final_path) -> str:
+    "Write `final_path`.sha256 with the digest of the file now at `data_path` (before it is renamed to `final_path`)."
+    d = file_digest(data_path)
+    side = os.fspath(final_path) + ".sha256"
+    with open(side + ".tmp", "w") as f: f.write(d + "\n")
+    os.replace(side + ".tmp", side)
+    return d
+
+
 def load_checkpoint_file(path) -> dict:
-    "A medllm checkpoint dict, loaded safely (weights_only); a file that is not one is an error naming it."
+    "A medllm checkpoint dict, loaded safely (weights_only) and checked against its .sha256; a file that is not one is an error naming it."
     path = os.fspath(path)
     if not os.path.isfile(path): raise FileNotFoundError(f"checkpoint not found: {path}")
+    # torch's zip reader does not check CRCs: flipped bytes inside a tensor load silently as wrong weights
+    if os.path.isfile(path + ".sha256"):
+        want = open(path + ".sha256").read().strip()
+        if file_digest(path) != want: raise ValueError(f"{path} is corrupted: its SHA-256 differs from {path}.sha256")
     try: ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e: raise ValueError(f"{path} is not a readable medllm checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    except Exception as e:   # truncated, zero bytes, corrupted, or a pickle that wants to run code: never a crash
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise ValueError(f"{path} is not a readable medllm checkpoint ({type(e).__name__}{': ' + first if first else ''})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != MODEL_FORMAT: raise ValueError(f"{path} is not a medllm checkpoint")
     return ckpt
 

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor
 
+from .core import kill_point
+
 # %% auto #0
 __all__ = ['NS_COEFFICIENTS', 'newton_schulz', 'Muon', 'Optimizers', 'build_optimizer', 'lr_multiplier']
 
@@ -67,6 +69,7 @@ class Optimizers:
     "Several optimizers stepped together (Muon for matrices, AdamW for the rest), with one state dict."
     def __init__(self, opts: dict[str, torch.optim.Optimizer]):
         self.opts = opts
+        self.steps = 0   # step() calls in this process
         for o in opts.values():
             for g in o.param_groups: g.setdefault("initial_lr", g["lr"])
 
@@ -74,7 +77,10 @@ class Optimizers:
     def param_groups(self): return [g for o in self.opts.values() for g in o.param_groups]
 
     def step(self):
-        for o in self.opts.values(): o.step()
+        for i, o in enumerate(self.opts.values()):
+            if i: kill_point("optimizer", self.steps)  # the reliability tests kill the run here: Muon has stepped, AdamW not yet
+            o.step()
+        self.steps += 1
 
     def zero_grad(self, set_to_none: bool = True):
         for o in self.opts.values(): o.zero_grad(set_to_none=set_to_none)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import tiktoken
 
-from .core import ArgParser, cli, demo_corpus, demo_passages
+from .core import ArgParser, cli, demo_corpus, demo_passages, writable_dir
 from .reasoning import SPECIAL_TOKENS, Special, synth_parts, to_text
 from .sources import iter_documents, parse_datasets
 
@@ -334,6 +334,7 @@ def main(argv: list[str] | None = None):
         if args.vocab_size <= 0 or args.max_chars <= 0: raise ValueError("--vocab_size and --max_chars must be positive")
         out = Path(args.output)
         if out.is_dir(): raise ValueError(f"--output {out} is a folder: give a file path such as {out / 'tokenizer.json'}")
+        writable_dir(out.parent)
         texts = [t for ts in source_texts(args.datasets).values() for t in ts]
         t0 = time.time()
         tok = train_tokenizer(texts, args.vocab_size, max_chars=args.max_chars, name=out.stem)

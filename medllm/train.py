@@ -24,8 +24,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .checkpoint import load_checkpoint, resolve_resume, rng_state, save_checkpoint, set_rng_state
-from .core import ArgParser, autocast, cli, dist_info, get_device, get_dtype, print0, seed_everything
+from .checkpoint import CheckpointWriteError, load_checkpoint, resolve_resume, rng_state, save_checkpoint, set_rng_state
+from .core import (ArgParser, autocast, cli, dist_info, fault, get_device, get_dtype, kill_point, print0, seed_everything,
+                         writable_dir)
 from .model import CONFIGS, GPT, ModelConfig, generate, get_config, pad_vocab
 from .optim import build_optimizer, lr_multiplier
 from .packing import DataConfig, Pipeline, ShardRows, TokenRows, make_loader, read_metadata
@@ -33,8 +34,8 @@ from .reasoning import format_question, prompt_parts
 from .tokenizer import Tokenizer, get_tokenizer, tokenizer_from_spec
 
 # %% auto #0
-__all__ = ['PEAK_FLOPS', 'SAMPLE_QUESTIONS', 'TrainConfig', 'peak_flops', 'run_info', 'evaluate_loss', 'sample_generations',
-           'TrainingError', 'fit', 'token_byte_lengths', 'train_parser', 'main', 'estimate_run']
+__all__ = ['PEAK_FLOPS', 'SAMPLE_QUESTIONS', 'RESUME_FIELDS', 'TrainConfig', 'peak_flops', 'run_info', 'evaluate_loss',
+           'sample_generations', 'TrainingError', 'fit', 'token_byte_lengths', 'train_parser', 'main', 'estimate_run']
 
 # %% ../nbs/22_train.ipynb #6346e629
 @dataclass
@@ -77,6 +78,7 @@ class TrainConfig:
     test_only: bool = False           # build everything, run one step, report, exit
     samples: bool = True              # generate a few answers in the reasoning format at each evaluation
     progress: bool = True             # a progress bar on rank 0 (off: one log line every log_every steps)
+    nonfinite: str = "stop"           # a NaN/Inf loss or gradient: stop (keep the last good checkpoint) or skip the step
 
     def __post_init__(self):
         if self.model not in CONFIGS: raise ValueError(f"unknown model {self.model!r}: use one of {', '.join(CONFIGS)}")
@@ -89,6 +91,12 @@ class TrainConfig:
         if self.seq_len > limit: raise ValueError(f"seq_len {self.seq_len} is beyond model {self.model!r}'s maximum of {limit}")
         if self.max_steps is None and self.max_tokens is None: raise ValueError("give max_steps or max_tokens")
         if self.optimizer not in ("muon", "adamw"): raise ValueError(f"unknown optimizer {self.optimizer!r}: use muon or adamw")
+        if self.nonfinite not in ("stop", "skip"): raise ValueError(f"nonfinite must be stop or skip, got {self.nonfinite!r}")
+        for name in ("eval_every", "save_every", "eval_batches", "num_workers", "warmup_steps"):
+            if getattr(self, name) < 0: raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.log_every < 1: raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if self.keep_last is not None and self.keep_last < 1: raise ValueError(f"keep_last must be >= 1, got {self.keep_last}")
+        if not 0 <= self.val_fraction < 1: raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
     def grad_accum(self, world_size: int) -> int:
         "Micro-batches per step per process, from the global batch in tokens."
@@ -192,14 +200,63 @@ def _data(cfg: TrainConfig, tok: Tokenizer, info, start_batch: int):
     return make_loader(train, cfg.batch_size, cfg.num_workers, pin_memory=torch.cuda.is_available()), val_batches
 
 
+def _lock_output(out: Path):
+    "An exclusive lock on `out/.lock` for the whole run; the OS drops it when the process ends, even by kill -9."
+    import fcntl
+    f = open(out / ".lock", "a+")
+    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0); holder = f.read().strip() or "pid unknown"; f.close()
+        raise ValueError(f"--output {out} is in use by another run ({holder}); wait for it to end or choose another --output") from None
+    f.seek(0); f.truncate(); f.write(f"pid {os.getpid()} on {platform.node()}\n"); f.flush()
+    return f
+
+
+def _trim_metrics(path: Path, upto: int) -> set[int]:
+    "Keep the records of steps <= `upto` (a resumed run rewrites the rest; -1 starts afresh); return the steps already evaluated."
+    kept = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try: rec = json.loads(line)
+            except json.JSONDecodeError: continue               # a line cut short by a kill
+            if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= upto: kept.append(rec)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(tmp, path)
+    return {r["step"] for r in kept if "val_loss" in r}
+
+
+# what decides the token stream and the batches: a resumed run must not change them
+RESUME_FIELDS = ("datasets", "data_dir", "tokenizer", "seq_len", "batch_size", "batch_tokens", "seed", "val_fraction", "optimizer")
+
+
+def _data_report(cfg: TrainConfig, ds) -> dict:
+    "Tokens per source, skipped rows by reason and packing counts of this process's training data."
+    if cfg.data_dir:
+        meta = read_metadata(cfg.data_dir)
+        return {"shards": str(cfg.data_dir), **{k: meta.get("train", {}).get(k) for k in ("tokens", "shares", "skipped", "cleaned", "packing")}}
+    pipe = getattr(ds, "pipeline", None)
+    if pipe is None: return {"note": f"read in {cfg.num_workers} DataLoader workers: their counts stay in the workers "
+                                     "(num_workers 0, or medllm-prepare-data, records them)"}
+    rep = pipe.report()
+    return {k: rep[k] for k in ("tokens", "shares", "documents", "skipped", "cleaned", "decontamination", "packing", "epochs")}
+
+
 def fit(cfg: TrainConfig, log=print0) -> dict:
     "Train a model as `cfg` says (single process, or one rank of a torchrun job); returns a summary of the run."
     info, device = _setup_distributed(cfg.device)
-    dtype = get_dtype(device, cfg.dtype)
     out = Path(cfg.output)
+    lock = None
     if info.is_main:
-        try: out.mkdir(parents=True, exist_ok=True); (out / ".write_test").write_text(""); (out / ".write_test").unlink()
-        except OSError as e: raise ValueError(f"--output {out} is not writable ({e.strerror or e})") from None
+        writable_dir(out)
+        lock = _lock_output(out)
+    try: return _fit(cfg, log, info, device, out)
+    finally:
+        if lock: lock.close()
+
+
+def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
+    dtype = get_dtype(device, cfg.dtype)
     seed_everything(cfg.seed)
     if cfg.deterministic:
         # CPU kernels that split work across threads (the flash-attention backward, some reductions) may sum in a
@@ -217,12 +274,25 @@ def fit(cfg: TrainConfig, log=print0) -> dict:
         if path is None: log(f"resume: no checkpoint in {out}, starting from scratch")
         else:
             ckpt = load_checkpoint(path)
-            if ckpt.get("config") != dataclasses.asdict(mcfg):
-                raise ValueError(f"--resume {path}: the checkpoint's model differs from this run's ({cfg.model}, seq_len {cfg.seq_len})")
             if ckpt["tokenizer"].get("special") != tok.special or ckpt["tokenizer"].get("n_vocab") != tok.n_vocab:
                 raise ValueError(f"--resume {path}: the checkpoint was trained with tokenizer {ckpt['tokenizer'].get('name')!r}, this run uses {tok.name!r}")
+            if ckpt.get("config") != dataclasses.asdict(mcfg):
+                raise ValueError(f"--resume {path}: the checkpoint's model differs from this run's ({cfg.model}, seq_len {cfg.seq_len})")
+            if ckpt.get("world_size", 1) != info.world_size:
+                raise ValueError(f"--resume {path}: the checkpoint was written by {ckpt.get('world_size', 1)} process(es), this run has "
+                                 f"{info.world_size}; the data position is per process: resume with the same number (torchrun --nproc_per_node)")
+            old = ckpt.get("train_config") or {}
+            changed = [f"{k} {old[k]!r} -> {getattr(cfg, k)!r}" for k in RESUME_FIELDS if k in old and old[k] != getattr(cfg, k)
+                       and not (k == "tokenizer" and ckpt["tokenizer"].get("special") == tok.special)]
+            if changed: raise ValueError(f"--resume {path}: these settings decide the data and differ from the checkpoint's: {', '.join(changed)}")
             start_step, tokens_seen = ckpt["step"], ckpt["tokens_seen"]
             log(f"resume: {path.name} (step {start_step}, {tokens_seen:,} tokens)")
+            if start_step > total_steps and not cfg.test_only:
+                raise ValueError(f"--resume {path}: the checkpoint is at step {start_step}, beyond this run's {total_steps} steps")
+            if start_step == total_steps and not cfg.test_only:   # a finished run started again (a scheduler's retry): nothing to do
+                log(f"resume: the run already reached step {total_steps}; nothing to do")
+                done = out / "summary.json"
+                return json.loads(done.read_text()) if done.is_file() else {"steps": start_step, "tokens": tokens_seen}
 
     model = GPT(mcfg).to(device)
     if ckpt: model.load_state_dict(ckpt["model"])
@@ -239,6 +309,7 @@ def fit(cfg: TrainConfig, log=print0) -> dict:
     peak = peak_flops(device)
     flops_tok = model.flops_per_token(cfg.seq_len)
     metrics_path = out / "metrics.jsonl"
+    evaluated = _trim_metrics(metrics_path, start_step if ckpt else -1) if info.is_main else set()
     if info.is_main:
         info_dict = run_info(cfg, model, tok, device, info.world_size)
         info_dict.update(grad_accum=grad_accum, total_steps=total_steps, tokens_per_step=cfg.batch_size * cfg.seq_len * info.world_size * grad_accum)
@@ -254,12 +325,15 @@ def fit(cfg: TrainConfig, log=print0) -> dict:
     def checkpoint(step: int):
         state = {"config": dataclasses.asdict(mcfg), "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                  "optimizer": opt.state_dict(), "tokenizer": tok.spec(), "train_config": dataclasses.asdict(cfg),
-                 "tokens_seen": tokens_seen, "batches": batches_consumed, "rng": rng_state()}
-        if info.is_main: save_checkpoint(out, step, state, cfg.keep_last)
+                 "tokens_seen": tokens_seen, "batches": batches_consumed, "rng": rng_state(), "world_size": info.world_size}
+        if info.is_main:
+            try: save_checkpoint(out, step, state, cfg.keep_last)
+            except CheckpointWriteError as e: raise TrainingError(str(e)) from None
         if info.is_distributed: dist.barrier()
 
     def evaluate(step: int) -> dict:
         rec = {"step": step, "tokens": tokens_seen, **evaluate_loss(model, val_batches, token_bytes, device, dtype)}
+        kill_point("evaluation", step)   # the reliability tests kill the run here
         if cfg.samples and info.is_main: rec["samples"] = sample_generations(model, tok)
         write(rec)
         if rec["val_loss"] is None: log(f"step {step:5d} | no validation rows (raise --val_fraction, or prepare a validation split)")
@@ -271,11 +345,12 @@ def fit(cfg: TrainConfig, log=print0) -> dict:
     if info.is_main and not cfg.test_only and cfg.progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", mininterval=2.0, file=sys.stdout)
-    last_eval, loss_acc, t_log, tok_log = None, torch.zeros((), device=device), time.perf_counter(), 0
+    last_eval, loss_acc, t_log, tok_log, skipped = None, torch.zeros((), device=device), time.perf_counter(), 0, []
     t_start = time.perf_counter()
     end_step = start_step + 1 if cfg.test_only else total_steps
     for step in range(start_step, end_step):
-        if cfg.eval_every and step % cfg.eval_every == 0 and (step > start_step or ckpt is None) and not cfg.test_only:
+        if (info.is_main and cfg.eval_every and step % cfg.eval_every == 0 and not cfg.test_only
+                and (ckpt is None or step > start_step or step not in evaluated)):   # (a resumed run may lack its last one)
             last_eval = evaluate(step)
         mult = lr_multiplier(step, total_steps, cfg.warmup_steps, cfg.schedule, cfg.decay_frac)
         opt.set_lr_multiplier(mult)
@@ -287,16 +362,27 @@ def fit(cfg: TrainConfig, log=print0) -> dict:
             with sync:
                 with autocast(device, dtype):
                     loss = train_model(x, y)
+                if fault("nan_loss", step): loss = loss * float("nan")          # injected by the reliability tests
                 (loss / grad_accum).backward()
             loss_acc += loss.detach() / grad_accum
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else None
+        if fault("inf_grad", step): next(model.parameters()).grad.fill_(float("inf"))
+        # the norm is always measured (an infinite max_norm clips nothing): a NaN or Inf gradient must not reach the weights
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
         step_loss = loss_acc.clone()
         if info.is_distributed:  # the mean over ranks (gloo has no AVG reduction)
             dist.all_reduce(step_loss)
             step_loss /= info.world_size
-        if not torch.isfinite(step_loss):
-            raise TrainingError(f"loss is {step_loss.item()} at step {step}: stopping; the last good checkpoint in {out} is kept")
-        opt.step(); opt.zero_grad(set_to_none=True)
+        if not (torch.isfinite(step_loss) and torch.isfinite(grad_norm)):
+            what = f"loss is {step_loss.item()}" if not torch.isfinite(step_loss) else f"gradient norm is {grad_norm.item()}"
+            if cfg.nonfinite == "stop":
+                raise TrainingError(f"{what} at step {step}: stopping; the last good checkpoint in {out} is kept "
+                                    "(--nonfinite skip skips such steps instead)")
+            log(f"step {step}: {what}: update skipped (--nonfinite skip)")
+            skipped.append(step)
+            write({"step": step + 1, "tokens": tokens_seen, "skipped": what})
+        else:
+            opt.step()
+        opt.zero_grad(set_to_none=True)
         loss_acc.zero_()
         n_tok = cfg.batch_size * cfg.seq_len * grad_accum * info.world_size
         tokens_seen += n_tok; tok_log += n_tok
@@ -307,18 +393,20 @@ def fit(cfg: TrainConfig, log=print0) -> dict:
             tps = tok_log / dt
             rec = {"step": done, "tokens": tokens_seen, "loss": step_loss.item(), "lr_mult": mult, "tokens_per_s": tps,
                    "mfu": tps * flops_tok / (peak * info.world_size) if peak else None,
-                   "grad_norm": grad_norm.item() if grad_norm is not None else None, "time": time.perf_counter() - t_start}
+                   "grad_norm": grad_norm.item(), "time": time.perf_counter() - t_start}
             write(rec)
             if bar: bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{tps:,.0f}")
             else: log(f"step {done} | loss {rec['loss']:.4f} | {tps:,.0f} tokens/s")
             t_log, tok_log = time.perf_counter(), 0
         if cfg.save_every and done % cfg.save_every == 0 and done < end_step: checkpoint(done)
+        kill_point("step_end", done)   # the reliability tests kill the run here, between steps
     if bar: bar.close()
     if not cfg.test_only:
-        last_eval = evaluate(end_step)
+        if info.is_main: last_eval = evaluate(end_step)
         checkpoint(end_step)
     summary = {"steps": end_step, "tokens": tokens_seen, "final_loss": step_loss.item(), "ln_vocab": math.log(mcfg.vocab_size),
-               "time_s": time.perf_counter() - t_start, **({k: last_eval[k] for k in ("val_loss", "val_bpb")} if last_eval else {})}
+               "time_s": time.perf_counter() - t_start, **({k: last_eval[k] for k in ("val_loss", "val_bpb")} if last_eval else {}),
+               "skipped_steps": skipped, "data": _data_report(cfg, loader.dataset)}
     if info.is_main: (out / "summary.json").write_text(json.dumps(summary, indent=1))
     log(f"done: {json.dumps(summary)}")
     if info.is_distributed: dist.destroy_process_group()

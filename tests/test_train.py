@@ -104,7 +104,7 @@ def test_crafted_pickle_checkpoint_is_refused(demo_tok, tmp_path):
     (out / "checkpoint_000003.pt").write_bytes(pickle.dumps({"format": "medllm-checkpoint", "x": Evil()}))
     r = run_cli("medllm-train", *_common(demo_tok, out, 3), "--datasets", "sample", "--val_fraction", 0.1,
                 "--resume", str(out / "checkpoint_000003.pt"))
-    assert r.returncode == 2 and "not a loadable medllm checkpoint" in r.stderr
+    assert r.returncode == 2 and "not a readable medllm checkpoint" in r.stderr
     assert not marker.exists()
 
 
