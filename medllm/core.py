@@ -194,6 +194,7 @@ def cli(fn):
 def writable_dir(path: str | Path, flag: str = "--output") -> Path:
     "Create folder `path` if needed and check a file can be written there; otherwise a one-line error naming `flag`."
     p = Path(path)
+    if p.exists() and not p.is_dir(): raise ValueError(f"{flag} {p} exists and is not a folder")
     try:
         p.mkdir(parents=True, exist_ok=True)
         probe = p / f".write_test_{os.getpid()}"

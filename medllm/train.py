@@ -35,7 +35,8 @@ from .tokenizer import Tokenizer, get_tokenizer, tokenizer_from_spec
 
 # %% auto #0
 __all__ = ['PEAK_FLOPS', 'SAMPLE_QUESTIONS', 'RESUME_FIELDS', 'TrainConfig', 'peak_flops', 'run_info', 'evaluate_loss',
-           'sample_generations', 'TrainingError', 'fit', 'token_byte_lengths', 'train_parser', 'main', 'estimate_run']
+           'sample_generations', 'TrainingError', 'forward_backward', 'fit', 'token_byte_lengths', 'train_parser',
+           'main', 'estimate_run']
 
 # %% ../nbs/22_train.ipynb #6346e629
 @dataclass
@@ -200,6 +201,27 @@ def _data(cfg: TrainConfig, tok: Tokenizer, info, start_batch: int):
     return make_loader(train, cfg.batch_size, cfg.num_workers, pin_memory=torch.cuda.is_available()), val_batches
 
 
+def forward_backward(train_model, model: GPT, micro_batches: list[torch.Tensor], device, dtype, grad_clip: float = 1.0,
+                     distributed: bool = False, step: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    "The gradient half of a training step: forward and backward over the micro-batches (B, T+1), then the clipped gradient norm; (mean loss, norm) stay on the device."
+    n = len(micro_batches)
+    loss_sum = torch.zeros((), device=device)
+    for micro, rows in enumerate(micro_batches):
+        rows = rows.to(device, non_blocking=True)
+        x, y = rows[:, :-1], rows[:, 1:]                                           # (B, T) inputs and targets
+        sync = contextlib.nullcontext() if (micro == n - 1 or not distributed) else train_model.no_sync()  # DDP: all-reduce once
+        with sync:
+            with autocast(device, dtype):
+                loss = train_model(x, y)
+            if fault("nan_loss", step): loss = loss * float("nan")              # injected by the reliability tests
+            (loss / n).backward()
+        loss_sum += loss.detach()
+    if fault("inf_grad", step): next(model.parameters()).grad.fill_(float("inf"))
+    # the norm is always measured (an infinite max_norm clips nothing): a NaN or Inf gradient must not reach the weights
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float("inf"))
+    return loss_sum / n, grad_norm
+
+
 def _lock_output(out: Path):
     "An exclusive lock on `out/.lock` for the whole run; the OS drops it when the process ends, even by kill -9."
     import fcntl
@@ -345,7 +367,7 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
     if info.is_main and not cfg.test_only and cfg.progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", mininterval=2.0, file=sys.stdout)
-    last_eval, loss_acc, t_log, tok_log, skipped = None, torch.zeros((), device=device), time.perf_counter(), 0, []
+    last_eval, t_log, tok_log, skipped = None, time.perf_counter(), 0, []
     t_start = time.perf_counter()
     end_step = start_step + 1 if cfg.test_only else total_steps
     for step in range(start_step, end_step):
@@ -354,21 +376,9 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
             last_eval = evaluate(step)
         mult = lr_multiplier(step, total_steps, cfg.warmup_steps, cfg.schedule, cfg.decay_frac)
         opt.set_lr_multiplier(mult)
-        for micro in range(grad_accum):
-            rows = next(it).to(device, non_blocking=True)
-            batches_consumed += 1
-            x, y = rows[:, :-1], rows[:, 1:]
-            sync = contextlib.nullcontext() if (micro == grad_accum - 1 or not info.is_distributed) else train_model.no_sync()
-            with sync:
-                with autocast(device, dtype):
-                    loss = train_model(x, y)
-                if fault("nan_loss", step): loss = loss * float("nan")          # injected by the reliability tests
-                (loss / grad_accum).backward()
-            loss_acc += loss.detach() / grad_accum
-        if fault("inf_grad", step): next(model.parameters()).grad.fill_(float("inf"))
-        # the norm is always measured (an infinite max_norm clips nothing): a NaN or Inf gradient must not reach the weights
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
-        step_loss = loss_acc.clone()
+        micro_batches = [next(it) for _ in range(grad_accum)]
+        batches_consumed += grad_accum
+        step_loss, grad_norm = forward_backward(train_model, model, micro_batches, device, dtype, cfg.grad_clip, info.is_distributed, step)
         if info.is_distributed:  # the mean over ranks (gloo has no AVG reduction)
             dist.all_reduce(step_loss)
             step_loss /= info.world_size
@@ -383,7 +393,6 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
         else:
             opt.step()
         opt.zero_grad(set_to_none=True)
-        loss_acc.zero_()
         n_tok = cfg.batch_size * cfg.seq_len * grad_accum * info.world_size
         tokens_seen += n_tok; tok_log += n_tok
         done = step + 1

@@ -345,12 +345,15 @@ def _cases(tok, ckpt, tmp):
         e("--data_dir", "/no/such/dir"), e("--batch_size", 0), e("--reasoning_tokens", -1), e("--output", unwritable),
         ("evaluate", ["--checkpoint", tmp / "missing.pt"]), ("evaluate", ["--checkpoint", tmp]),
         ("report", [tmp / "no_such_run"]),
+        ("bench", ["--device", "cpu", "--configs", "huge"]), ("bench", ["--device", "cpu", "--impls", "jax"]),
+        ("bench", ["--device", "cpu", "--configs", "nano", "--seq_len", 4096]), ("bench", ["--device", "cpu", "--steps", 0]),
+        ("bench", ["--device", "cpu", "--output", unwritable / "b.json"]), ("bench", ["--device", "tpu"]),
     ]
 
 
 def _mains():
-    from medllm import evaluate, export, packing, report, tokenizer, train
-    return {"train": train.main, "prepare": packing.prepare_main, "evaluate": evaluate.main, "generate": export.generate_main,
+    from medllm import bench, evaluate, export, packing, report, tokenizer, train
+    return {"bench": bench.main, "train": train.main, "prepare": packing.prepare_main, "evaluate": evaluate.main, "generate": export.generate_main,
             "export": export.export_main, "tokenizer": tokenizer.main, "report": report.main}
 
 
@@ -368,7 +371,7 @@ def test_bad_flags_every_cli(demo_tok, tiny_ckpt, tmp_path):
         leaked = any(x in msg for x in ("Traceback", "Errno", "range()", "NoneType", "has no attribute", "invalid literal"))
         if code != 2 or "\n" in msg or not msg or leaked: failures.append((name, args, code, msg[-300:]))
     assert not failures, "\n".join(map(str, failures))
-    assert len(cases) >= 60
+    assert len(cases) >= 75
 
 
 @pytest.mark.parametrize("cli,args", [("medllm-train", ["--model", "gigantic"]), ("medllm-evaluate", ["--checkpoint", "/no.pt"]),
