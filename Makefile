@@ -23,8 +23,10 @@ test: venv
 	$(BIN)/nbdev-test --n-workers 2
 	$(BIN)/python -m pytest
 
-## Long tests (torchrun, papermill, big tokenizer training), excluded from `make test`.
+## Long tests (torchrun, papermill, big tokenizer training, JupyterLab in headless Chromium), excluded from `make test`.
+## Debian's chromium is installed first when it is missing (apt-get, as root or through sudo).
 test-heavy: venv
+	bash tools/ensure_chromium.sh >/dev/null
 	$(BIN)/python -m pytest -m heavy
 
 lint: venv

@@ -38,7 +38,7 @@ def _sync(device: torch.device):
 def matmul_peak(device: torch.device, dtype: torch.dtype | None = None, n: int | None = None, iters: int = 10) -> float:
     "Measured dense matmul FLOP/s: the best of 5 timed rounds of `iters` n×n products (bf16 on CUDA, float32 elsewhere)."
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    n = n or (8192 if device.type == "cuda" else 512)
+    n = n or (8192 if device.type == "cuda" else 1024)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3): a @ b
     best = float("inf")

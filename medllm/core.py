@@ -22,7 +22,7 @@ import torch
 
 # %% auto #0
 __all__ = ['DistInfo', 'dist_info', 'print0', 'get_device', 'get_dtype', 'autocast', 'seed_everything', 'asset_path',
-           'shared_data_dir', 'read_jsonl', 'demo_corpus', 'demo_passages', 'demo_quiz', 'ArgParser', 'cli',
+           'shared_data_dir', 'read_jsonl', 'demo_corpus', 'demo_passages', 'demo_quiz', 'ArgParser', 'cli', 'progress',
            'writable_dir', 'fault', 'kill_point']
 
 # %% ../nbs/00_core.ipynb #6068a052
@@ -189,6 +189,23 @@ def cli(fn):
             print(f"{prog}: error: {' '.join(msg.split())}", file=sys.stderr)
             raise SystemExit(2)
     return _main
+
+
+def _interactive() -> bool:
+    "A terminal or a Jupyter kernel is watching (not a log file, a pipe or a test)."
+    try:
+        from IPython import get_ipython
+        ip = get_ipython()
+        if ip is not None and "IPKernelApp" in ip.config: return True
+    except ImportError: pass
+    return sys.stderr.isatty()
+
+
+def progress(iterable=None, total: int | None = None, desc: str | None = None, unit: str = "it", enabled: bool | None = None, **kwargs):
+    "A tqdm bar — a widget in Jupyter, a line in a terminal, silent in logs and pipes (`enabled` forces it either way)."
+    from tqdm.auto import tqdm
+    if enabled is None: enabled = _interactive()
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled, mininterval=1.0, **kwargs)
 
 
 def writable_dir(path: str | Path, flag: str = "--output") -> Path:

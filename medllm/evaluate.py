@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import ArgParser, asset_path, cli, demo_quiz, get_device, read_jsonl, writable_dir
+from .core import ArgParser, asset_path, cli, demo_quiz, get_device, progress, read_jsonl, writable_dir
 from .model import GPT, generate
 from .reasoning import ANSWER, ENDOFTEXT, LETTERS, THINKING, Special, format_question, prompt_parts
 from .tokenizer import Tokenizer
@@ -300,7 +300,7 @@ def contamination(train_meta: dict | None, names: list[str], files: dict[str, Pa
 
 def evaluate(model: GPT, tok: Tokenizer, benchmarks: list[str], modes: list[str], data_dir=None, files: dict | None = None,
              num_questions: int | None = None, seed: int = 0, output: str | Path | None = None, checkpoint: dict | None = None,
-             batch_size: int = 16, reasoning_tokens: int = 64, log=print) -> dict:
+             batch_size: int = 16, reasoning_tokens: int = 64, log=print, progress_bar: bool | None = None) -> dict:
     "Score `benchmarks` in `modes`; write results.json, predictions.jsonl and results.html to `output`; return the results."
     files = dict(files or {})
     model = model.eval()
@@ -309,12 +309,16 @@ def evaluate(model: GPT, tok: Tokenizer, benchmarks: list[str], modes: list[str]
     warnings = contamination((checkpoint or {}).get("train_config"), benchmarks, paths)
     for w in warnings: log(f"WARNING: {w}")
     t0 = time.time()
-    for name in benchmarks:
-        items = load_benchmark(name, paths[name], num_questions, seed, skips)
+    loaded = {name: load_benchmark(name, paths[name], num_questions, seed, skips) for name in benchmarks}
+    bar = progress(total=sum(len(v) for v in loaded.values()) * len(modes), desc="evaluate", unit="question", enabled=progress_bar)
+    for name, items in loaded.items():
         for mode in modes:
+            bar.set_postfix_str(f"{name}/{mode}")
             recs = score_items(model, tok, name, items, mode, batch_size, reasoning_tokens)
             results.append(summarize(name, items, recs, mode))
             preds += [{"benchmark": name, "mode": mode, **r} for r in recs]
+            bar.update(len(items))
+    bar.close()
     out = {"checkpoint": (checkpoint or {}).get("path"), "training": {k: (checkpoint or {}).get(k) for k in ("tokens_seen", "step")} |
            {"datasets": ((checkpoint or {}).get("train_config") or {}).get("datasets")},
            "benchmarks": {n: {"file": str(paths[n]) if paths[n] else ("embedded demo quiz" if n == "demo" else BENCHMARKS[n][0]),
@@ -333,6 +337,7 @@ def evaluate(model: GPT, tok: Tokenizer, benchmarks: list[str], modes: list[str]
         with open(o / "predictions.jsonl", "w") as f:
             for p in preds: f.write(json.dumps(p) + "\n")
         _chart(results).write_html(o / "results.html", include_plotlyjs=True)
+        from medllm.report import write_report; write_report(o, log=log, strict=False)   # report.html + report.md (23_report)
     return out
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .core import ArgParser, cli, get_device, seed_everything, writable_dir
+from .core import ArgParser, cli, get_device, progress, seed_everything, writable_dir
 from .model import GPT, ModelConfig, generate, get_config, load_checkpoint_file, model_from_checkpoint, pad_vocab
 from .reasoning import prompt_parts
 from .tokenizer import Tokenizer, get_tokenizer, tokenizer_from_spec
@@ -107,7 +107,7 @@ def export_hf(model: GPT, tok: Tokenizer, out_dir: str | Path, dtype: torch.dtyp
     out.mkdir(parents=True, exist_ok=True)
     names = _hf_names(cfg.n_layer)
     state = model.state_dict()
-    tensors = {names[k]: v.detach().to("cpu", dtype).contiguous().clone() for k, v in state.items()}
+    tensors = {names[k]: v.detach().to("cpu", dtype).contiguous().clone() for k, v in progress(state.items(), desc="export", unit="tensor")}
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config, indent=2))
     (out / "generation_config.json").write_text(json.dumps(

