@@ -43,7 +43,7 @@ def pack_rows(pieces: Iterator[Piece], row_len: int, buffer_size: int = 1000, st
     keys, buf, seq = [], {}, 0        # buffer sorted by (length, arrival): the best fit is one bisect away
     held, cap = Counter(), buffer_size  # copies buffered per piece identity; the buffer's current size limit
 
-    def ident(p: Piece): return (p.source, p.doc_id, p.doc_start, len(p.ids), p.ids[0] if p.ids else None)
+    def ident(p: Piece): return (p.source, p.doc_id, hash(tuple(p.ids)))   # the parts of one long document differ in their ids
 
     while True:
         row, space, starts_doc, by_source = [], row_len, False, Counter()
