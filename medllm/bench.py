@@ -192,10 +192,10 @@ def run_bench(configs: list[str], batch_size: int, seq_len: int, device: torch.d
         compute = one_gpu["step_s"] - one_gpu["optimizer_s"]
         out["optimizer_share"] = {
             "preset": ref["preset"], "one_gpu": ref["optimizer_share"],
-            # today's Muon: every rank orthogonalises every matrix, so at a fixed per-GPU batch the share stays as on 1 GPU
+            # Muon(shard=False): every rank orthogonalises every matrix: at a fixed per-GPU batch the share stays as on 1 GPU
             "8_gpus_replicated_muon": ref["optimizer_share"],
-            # the distributed design: each rank orthogonalises 1/8 of the matrices, then an all-gather (not counted here)
-            "8_gpus_sharded_muon_design": (one_gpu["optimizer_s"] / 8) / (compute + one_gpu["optimizer_s"] / 8)}
+            # Muon's default under DDP: each rank orthogonalises 1/8 of the matrices, then broadcasts them (not counted here)
+            "8_gpus_sharded_muon": (one_gpu["optimizer_s"] / 8) / (compute + one_gpu["optimizer_s"] / 8)}
         ratio = peak / H100_MATMUL_PEAK if device.type == "cuda" and "H100" not in _device_name(device) and "H200" not in _device_name(device) else 1.0
         note = ("DDP scaling 0.9, $2.50/GPU-hour, per-GPU tokens/s as measured on this card (H200 counted as H100)" if device.type == "cuda"
                 else "CPU figures: this exercises the code, it is not a GPU projection")

@@ -40,7 +40,8 @@ def newton_schulz(G: Tensor, steps: int = 5, coefficients=NS_COEFFICIENTS, eps: 
 class Muon(torch.optim.Optimizer):
     "Muon: SGD-momentum whose update is orthogonalised by Newton–Schulz; for 2-D hidden matrices only."
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True, weight_decay: float = 0.0,
-                 ns_steps: int = 5, ns_dtype: torch.dtype = torch.bfloat16):
+                 ns_steps: int = 5, ns_dtype: torch.dtype = torch.bfloat16, shard: bool = True):
+        self.shard = shard   # under torch.distributed: each rank orthogonalises its share of the matrices, then broadcasts
         if lr <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
             raise ValueError(f"Muon needs lr > 0, 0 <= momentum < 1, weight_decay >= 0 (got {lr}, {momentum}, {weight_decay})")
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
@@ -52,16 +53,24 @@ class Muon(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         loss = closure() if closure is not None else None
+        dist = torch.distributed
+        rank, world = (dist.get_rank(), dist.get_world_size()) if self.shard and dist.is_available() and dist.is_initialized() else (0, 1)
+        owned, i = [], 0
         for g in self.param_groups:
             lr, mom, wd = g["lr"], g["momentum"], g["weight_decay"]
             for p in g["params"]:
                 if p.grad is None: continue
+                owner, i = i % world, i + 1
                 buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
-                buf.lerp_(p.grad, 1 - mom)                                    # buf = mom·buf + (1-mom)·grad
+                buf.lerp_(p.grad, 1 - mom)                                    # buf = mom·buf + (1-mom)·grad (every rank)
+                owned.append((p, owner))
+                if owner != rank: continue                                    # another rank orthogonalises this one
                 update = p.grad.lerp(buf, mom) if g["nesterov"] else buf      # Nesterov: look ahead along the momentum
                 update = newton_schulz(update, g["ns_steps"], dtype=g["ns_dtype"])
                 p.mul_(1 - lr * wd)                                           # decoupled weight decay
                 p.add_(update.to(p.dtype), alpha=-lr * math.sqrt(max(1.0, p.size(0) / p.size(1))))
+        if world > 1:                                                         # every matrix from its owner, all in flight at once
+            for h in [dist.broadcast(p.data, src=owner, async_op=True) for p, owner in owned]: h.wait()
         return loss
 
 # %% ../nbs/20_optim.ipynb #66193aa2

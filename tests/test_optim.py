@@ -1,6 +1,8 @@
 """Optimizers from outside: Muon against torch.optim.Muon, parameter groups, schedules, state round trip."""
 import copy
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,3 +69,19 @@ def test_schedules():
     assert lr_multiplier(99, 100, 0, "wsd", min_ratio=0.1) == pytest.approx(1 - 0.9 * 19 / 20)
     with pytest.raises(ValueError, match="unknown schedule"):
         lr_multiplier(0, 1, schedule="step")
+
+
+def test_sharded_muon_under_torchrun_equals_replicated():
+    "Two torchrun processes: each orthogonalises its share of the matrices (3 + 2 of 5), and the result is bitwise the same."
+    import socket
+    import subprocess
+    from conftest import BIN
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    r = subprocess.run([str(BIN / "torchrun"), "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={port}",
+                        str(Path(__file__).parent / "dist_muon.py")], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    import re
+    got = sorted(re.findall(r"rank (\d): newton_schulz calls sharded (\d+) replicated (\d+)", r.stdout))   # the ranks' lines may interleave
+    assert got == [("0", "9", "15"), ("1", "6", "15")], r.stdout

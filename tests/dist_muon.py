@@ -1,0 +1,41 @@
+"""Run under torchrun (gloo): sharded Muon (each rank orthogonalises its share, then broadcasts) == every rank doing all."""
+import torch
+import torch.distributed as dist
+
+from medllm import optim
+
+SHAPES = [(16, 8), (8, 16), (12, 12), (4, 20), (20, 4)]
+
+
+def run(shard: bool):
+    torch.manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(*s)) for s in SHAPES]
+    opt = optim.Muon(ps, lr=0.02, weight_decay=0.01, shard=shard)
+    calls, orig = [0], optim.newton_schulz
+
+    def counted(*a, **k):
+        calls[0] += 1
+        return orig(*a, **k)
+    optim.newton_schulz = counted
+    try:
+        for step in range(3):
+            g = torch.Generator().manual_seed(step)
+            for p in ps: p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+    finally:
+        optim.newton_schulz = orig
+    return [p.detach().clone() for p in ps], calls[0], opt
+
+
+if __name__ == "__main__":
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    sharded, n_sharded, opt = run(True)
+    replicated, n_replicated, _ = run(False)
+    assert all(torch.equal(x, y) for x, y in zip(sharded, replicated)), "sharded Muon differs from replicated Muon"
+    for x in sharded:                                    # and every rank holds the same matrices
+        y = x.clone(); dist.broadcast(y, 0)
+        assert torch.equal(x, y)
+    assert len(opt.state) == len(SHAPES)                 # every rank keeps every momentum buffer: rank 0's checkpoint is whole
+    print(f"rank {rank}: newton_schulz calls sharded {n_sharded} replicated {n_replicated}", flush=True)
+    dist.destroy_process_group()
