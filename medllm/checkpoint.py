@@ -20,7 +20,7 @@ from .model import MODEL_FORMAT, load_checkpoint_file, write_digest
 
 # %% auto #0
 __all__ = ['CKPT_RE', 'rng_state', 'set_rng_state', 'checkpoint_path', 'CheckpointWriteError', 'save_checkpoint',
-           'list_checkpoints', 'load_checkpoint', 'resolve_resume']
+           'list_checkpoints', 'load_checkpoint', 'find_checkpoint', 'resolve_resume']
 
 # %% ../nbs/21_checkpoint.ipynb #344ea31d
 def rng_state() -> dict:
@@ -124,21 +124,24 @@ def load_checkpoint(path: str | Path) -> dict:
     return load_checkpoint_file(path)
 
 
-def resolve_resume(resume: str, output: str | Path, log=print) -> Path | None:
-    "The checkpoint `--resume` names: a path, or 'latest' (the newest loadable one in `output`; None when there is none)."
+def find_checkpoint(resume: str, output: str | Path, log=print) -> tuple[Path, dict] | None:
+    "The checkpoint `--resume` names, loaded: a path, or 'latest' (the newest loadable one in `output`; None when there is none)."
     if resume != "latest":
         p = Path(resume)
         if not p.is_file(): raise FileNotFoundError(f"--resume checkpoint not found: {p}")
-        return p
+        return p, load_checkpoint(p)
     cands = list_checkpoints(output)
     latest = Path(output) / "latest"
     if latest.is_file():
         named = Path(output) / latest.read_text().strip()
         if named in cands: cands = [c for c in cands if c != named] + [named]
     for p in reversed(cands):
-        try:
-            load_checkpoint(p)
-            return p
-        except ValueError as e:
-            log(f"resume: skipping {p.name}: {e}")
+        try: return p, load_checkpoint(p)      # the caller gets it loaded: a big checkpoint is read (and hashed) once
+        except ValueError as e: log(f"resume: skipping {p.name}: {e}")
     return None
+
+
+def resolve_resume(resume: str, output: str | Path, log=print) -> Path | None:
+    "The path `find_checkpoint` settles on (None when there is none)."
+    found = find_checkpoint(resume, output, log)
+    return found[0] if found else None

@@ -390,19 +390,23 @@ def main(argv: list[str] | None = None):
         if not eq: raise ValueError(f"--files entry {e!r} must be benchmark=path")
         files[k.strip()] = v.strip()
     if a.data_dir and not Path(a.data_dir).is_dir(): raise FileNotFoundError(f"--data_dir not found: {a.data_dir}")
-    from medllm.checkpoint import load_checkpoint, resolve_resume
-    from medllm.export import load_model
-    path = Path(a.checkpoint)
-    if path.is_dir() and not (path / "medllm.json").exists():  # a run folder: its newest loadable checkpoint
-        found = resolve_resume("latest", path)
-        if found is None: raise FileNotFoundError(f"{path} holds neither an exported model (medllm.json) nor a loadable checkpoint")
-        path = found
-    elif path.name == "latest" and path.is_file(): path = path.parent / path.read_text().strip()
-    model, tok = load_model(path, get_device(a.device))
-    meta = {"path": str(path)}
-    if path.is_file():
-        ck = load_checkpoint(path)
-        meta.update({k: ck.get(k) for k in ("step", "tokens_seen", "train_config")})
+    from medllm.checkpoint import find_checkpoint, load_checkpoint
+    from medllm.export import load_exported
+    from medllm.model import model_from_checkpoint
+    from medllm.tokenizer import tokenizer_from_spec
+    path, device = Path(a.checkpoint), get_device(a.device)
+    if path.is_dir() and (path / "medllm.json").exists():                 # an exported (transformers) folder
+        (model, tok), meta = load_exported(path, device), {"path": str(path)}
+    else:
+        if path.is_dir():                                                  # a run folder: its newest loadable checkpoint
+            found = find_checkpoint("latest", path)
+            if found is None: raise FileNotFoundError(f"{path} holds neither an exported model (medllm.json) nor a loadable checkpoint")
+            path, ck = found
+        else:
+            if path.name == "latest" and path.is_file(): path = path.parent / path.read_text().strip()
+            ck = load_checkpoint(path)
+        model, tok = model_from_checkpoint(ck, device), tokenizer_from_spec(ck["tokenizer"])
+        meta = {"path": str(path), **{k: ck.get(k) for k in ("step", "tokens_seen", "train_config")}}
         want = (ck.get("train_config") or {}).get("model")
         if a.model and want and a.model != want: raise ValueError(f"--model {a.model} but the checkpoint is a {want} model")
     evaluate(model, tok, names, modes, a.data_dir, files, a.num_questions, a.seed, a.output, meta, a.batch_size, a.reasoning_tokens)

@@ -52,21 +52,22 @@ def pack_rows(pieces: Iterator[Piece], row_len: int, buffer_size: int = 1000, st
                 p = next(it, None)
                 if p is None: break
                 if len(p.ids) > row_len: raise ValueError(f"piece of {len(p.ids)} tokens is longer than a row ({row_len})")
-                if held[ident(p)] and cap > min_buffer:                # a repeat of a buffered piece: the corpus is
+                pid = ident(p)
+                if held[pid] and cap > min_buffer:                     # a repeat of a buffered piece: the corpus is
                     cap = max(min_buffer, len(keys) // 2)              # smaller than the buffer; keep copies apart
                     stats["buffer_cap"] = cap
                 stats["tokens_in"] += len(p.ids)
                 key = (len(p.ids), seq); seq += 1
-                bisect.insort(keys, key); buf[key] = p; held[ident(p)] += 1
+                bisect.insort(keys, key); buf[key] = (p, pid); held[pid] += 1
                 stats[f"buffered/{p.source}"] += len(p.ids)
             if not keys: break
             i = bisect.bisect_right(keys, (space, float("inf"))) - 1   # the largest piece that still fits
             if i < 0:                                                  # none fits: crop the shortest, drop its tail
                 i = 0
                 stats["tokens_cropped"] += keys[0][0] - space
-                stats[f"dropped/{buf[keys[0]].source}"] += keys[0][0] - space
-            p = buf.pop(keys.pop(i))
-            held[ident(p)] -= 1
+                stats[f"dropped/{buf[keys[0]][0].source}"] += keys[0][0] - space
+            p, pid = buf.pop(keys.pop(i))
+            held[pid] -= 1
             stats[f"buffered/{p.source}"] -= len(p.ids)
             take = min(len(p.ids), space)
             if not row: starts_doc = p.doc_start

@@ -62,3 +62,23 @@ def trained_nano():
         opt.zero_grad(); loss.backward(); opt.step()
     assert loss.item() < math.log(m.config.vocab_size) - 1.0  # it learned something
     return m.eval(), tok
+
+
+def _demo_tokenizer(tmp_path_factory, vocab_size: int) -> Path:
+    "A BPE trained by medllm-tokenizer on the embedded demo corpus (a real CLI run), shared by the whole session."
+    out = tmp_path_factory.mktemp("tok") / f"demo{vocab_size}.json"
+    r = run_cli("medllm-tokenizer", "train", "--datasets", "sample", "--vocab_size", vocab_size, "--output", out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_tok(tmp_path_factory) -> Path:
+    "A 2,048-token BPE of the demo corpus."
+    return _demo_tokenizer(tmp_path_factory, 2048)
+
+
+@pytest.fixture(scope="session")
+def demo_tok_1k(tmp_path_factory) -> Path:
+    "A 1,024-token BPE of the demo corpus."
+    return _demo_tokenizer(tmp_path_factory, 1024)

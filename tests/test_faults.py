@@ -29,14 +29,6 @@ from conftest import BIN, run_cli
 pytestmark = pytest.mark.faults
 
 
-@pytest.fixture(scope="module")
-def demo_tok(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tok") / "demo2k.json"
-    r = run_cli("medllm-tokenizer", "train", "--datasets", "sample", "--vocab_size", 2048, "--output", out)
-    assert r.returncode == 0, r.stderr
-    return out
-
-
 def _train_args(tok, out, steps=8, *extra):
     return ["--model", "nano", "--tokenizer", tok, "--datasets", "sample", "--val_fraction", 0.1, "--seq_len", 64,
             "--batch_size", 4, "--max_steps", steps, "--eval_every", 4, "--eval_batches", 1, "--save_every", 2,

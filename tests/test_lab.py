@@ -20,15 +20,7 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
-def tok_path(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tok") / "bpe1k.json"
-    r = run_cli("medllm-tokenizer", "train", "--datasets", "sample", "--vocab_size", 1024, "--output", out)
-    assert r.returncode == 0, r.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
-def live_run(tmp_path_factory, tok_path):
+def live_run(tmp_path_factory, demo_tok_1k):
     "A medllm-train run watched by a TrainingDashboard from before it starts; what the dashboard's figure went through."
     out = tmp_path_factory.mktemp("live") / "run"
     dash = TrainingDashboard(out)
@@ -36,7 +28,7 @@ def live_run(tmp_path_factory, tok_path):
     dash.fig.data[0].on_change(lambda trace, x: seen.append(len(x)), "x")
     status_before = dash.status.value
     dash.watch(interval=0.1)
-    p = subprocess.Popen([str(BIN / "medllm-train"), "--model", "nano", "--tokenizer", str(tok_path), "--datasets", "sample",
+    p = subprocess.Popen([str(BIN / "medllm-train"), "--model", "nano", "--tokenizer", str(demo_tok_1k), "--datasets", "sample",
                           "--seq_len", "64", "--batch_size", "4", "--max_steps", "24", "--eval_every", "12", "--eval_batches", "2",
                           "--val_fraction", "0.1", "--log_every", "1", "--warmup_steps", "2", "--output", str(out), "--no_progress"],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **ONE_THREAD})
@@ -60,8 +52,8 @@ def evaluated(live_run):
 
 # --- token viewer ------------------------------------------------------------------------------------------------
 
-def test_token_viewer_follows_the_text(tok_path):
-    small = load_tokenizer_file(tok_path)
+def test_token_viewer_follows_the_text(demo_tok_1k):
+    small = load_tokenizer_file(demo_tok_1k)
     cl = get_tokenizer("cl100k")
     v = TokenViewer("x", tokenizers={"cl100k": cl, "bpe1k": small})
     text = "Furosemide causes hypokalaemia; spironolactone spares potassium."
@@ -88,8 +80,8 @@ def two_sources(tmp_path):
     return f"synth={tmp_path}/synth.jsonl:0.9,passages={tmp_path}/passages.jsonl:0.1"
 
 
-def test_mix_explorer_sliders_plan_and_the_mixer_delivers(two_sources, tok_path):
-    m = MixExplorer(two_sources, tokenizer=load_tokenizer_file(tok_path), budget=1e6, seq_len=128)
+def test_mix_explorer_sliders_plan_and_the_mixer_delivers(two_sources, demo_tok_1k):
+    m = MixExplorer(two_sources, tokenizer=load_tokenizer_file(demo_tok_1k), budget=1e6, seq_len=128)
     assert list(m.fig.data[0].y) == pytest.approx([0.9, 0.1])
     m.sliders["synth"].value, m.sliders["passages"].value = 0.3, 0.9     # set two sliders ...
     assert list(m.fig.data[0].y) == pytest.approx([0.25, 0.75])          # ... the planned share follows
@@ -104,8 +96,8 @@ def test_mix_explorer_sliders_plan_and_the_mixer_delivers(two_sources, tok_path)
     assert list(m.fig.data[0].y) == [0.0, 0.0] and m.measure() == {} and "every weight is 0" in m.status.value
 
 
-def test_mix_explorer_samples_are_token_ids_as_the_model_sees_them(two_sources, tok_path):
-    small = load_tokenizer_file(tok_path)
+def test_mix_explorer_samples_are_token_ids_as_the_model_sees_them(two_sources, demo_tok_1k):
+    small = load_tokenizer_file(demo_tok_1k)
     m = MixExplorer(two_sources, tokenizer=small, sample_tokens=10_000)
     first = m.samples.value
     synth_part, passage_part = first.split("<hr>")
@@ -118,9 +110,9 @@ def test_mix_explorer_samples_are_token_ids_as_the_model_sees_them(two_sources, 
     assert small.decode(ids).endswith("<|endoftext|>")
 
 
-def test_mix_explorer_shows_why_a_source_has_no_sample(tok_path, tmp_path):
+def test_mix_explorer_shows_why_a_source_has_no_sample(demo_tok_1k, tmp_path):
     (tmp_path / "empty.jsonl").write_text(json.dumps({"text": "   "}) + "\n")
-    m = MixExplorer(f"sample:0.5,empty={tmp_path}/empty.jsonl:0.5", tokenizer=load_tokenizer_file(tok_path))
+    m = MixExplorer(f"sample:0.5,empty={tmp_path}/empty.jsonl:0.5", tokenizer=load_tokenizer_file(demo_tok_1k))
     assert "<b>empty</b>: <i>no sample (" in m.samples.value and "<b>sample</b> <small>" in m.samples.value
 
 

@@ -26,17 +26,9 @@ def _train(tok, out, *data, steps=12):
 
 
 @pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tok") / "bpe1k.json"
-    r = run_cli("medllm-tokenizer", "train", "--datasets", "sample", "--vocab_size", 1024, "--output", out)
-    assert r.returncode == 0, r.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, tok):
+def run(tmp_path_factory, demo_tok_1k):
     "A streaming run on the demo corpus, evaluated on the demo quiz into run/eval."
-    out = _train(tok, tmp_path_factory.mktemp("run") / "run", "--datasets", "sample", "--val_fraction", 0.1)
+    out = _train(demo_tok_1k, tmp_path_factory.mktemp("run") / "run", "--datasets", "sample", "--val_fraction", 0.1)
     r = run_cli("medllm-evaluate", "--checkpoint", out / "checkpoint_000012.pt", "--benchmarks", "demo", "--mode", "letter,reasoning",
                 "--reasoning_tokens", 16, "--output", out / "eval", env=ONE_THREAD)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -102,13 +94,13 @@ def test_report_of_a_run_still_going(run, tmp_path):
     assert "no evaluation in this folder" in md
 
 
-def test_shard_run_reports_tokens_per_source_from_metadata(tok, tmp_path):
+def test_shard_run_reports_tokens_per_source_from_metadata(demo_tok_1k, tmp_path):
     shards = tmp_path / "shards"
-    r = run_cli("medllm-prepare-data", "--datasets", "sample", "--tokenizer", tok, "--seq_len", 64, "--max_tokens", 20_000,
+    r = run_cli("medllm-prepare-data", "--datasets", "sample", "--tokenizer", demo_tok_1k, "--seq_len", 64, "--max_tokens", 20_000,
                 "--val_fraction", 0.1, "--output", shards)
     assert r.returncode == 0, r.stderr
     meta = json.loads((shards / "metadata.json").read_text())
-    out = _train(tok, tmp_path / "run", "--data_dir", shards, steps=6)
+    out = _train(demo_tok_1k, tmp_path / "run", "--data_dir", shards, steps=6)
     md, _ = _report(out)
     n = meta["train"]["tokens"]["sample"]
     assert f"| sample | 1 | {n:,} | 1 |" in md

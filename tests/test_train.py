@@ -13,14 +13,6 @@ from conftest import BIN, run_cli
 
 
 @pytest.fixture(scope="module")
-def demo_tok(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tok") / "demo2k.json"
-    r = run_cli("medllm-tokenizer", "train", "--datasets", "sample", "--vocab_size", 2048, "--output", out)
-    assert r.returncode == 0, r.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
 def demo_shards(tmp_path_factory, demo_tok):
     out = tmp_path_factory.mktemp("shards")
     r = run_cli("medllm-prepare-data", "--datasets", "sample", "--tokenizer", demo_tok, "--seq_len", 64, "--max_tokens", 60_000,
