@@ -89,7 +89,7 @@ def get_config(name: str, **overrides) -> ModelConfig:
     if "mlp" in overrides or "d_model" in overrides: base["mlp_hidden"] = None  # recompute unless given
     return ModelConfig(**{**base, **overrides})
 
-# %% ../nbs/11_model.ipynb #1f6db47b
+# %% ../nbs/11_model.ipynb #81dd82d9
 class GPT(nn.Module):
     "A decoder-only transformer in the Qwen3 layout (see `ModelConfig`); single-device, no parallelism inside."
     def __init__(self, config: ModelConfig):
@@ -103,6 +103,7 @@ class GPT(nn.Module):
         cos, sin = rope_tables(torch.arange(c.seq_len), c.head_dim, c.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)  # (seq_len, D): derived, not saved
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.loss_impl = "chunked"   # or "full": how forward(idx, targets) computes the cross-entropy (see above)
         self.init_weights()
 
     @torch.no_grad()
@@ -145,6 +146,9 @@ class GPT(nn.Module):
         "Logits (B, T, V) for token ids `idx` (B, T), or the mean cross-entropy against `targets` (B, T; -1 = ignore)."
         x = self.hidden(idx, kv_cache=kv_cache, positions=positions, attn_mask=attn_mask)
         if targets is None: return self.logits(x)                                         # (B, T, V)
+        if self.loss_impl == "full":
+            return F.cross_entropy(self.logits(x).float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+        if self.loss_impl != "chunked": raise ValueError(f"unknown loss_impl {self.loss_impl!r}: use chunked or full")
         return linear_cross_entropy(x, self.lm_head.weight, targets, self.config.logit_softcap)  # no (B·T, V) logits
 
     def num_params(self, embedding: bool = True) -> int:

@@ -17,26 +17,27 @@ from .core import kill_point
 # %% auto #0
 __all__ = ['NS_COEFFICIENTS', 'newton_schulz', 'Muon', 'Optimizers', 'build_optimizer', 'lr_multiplier']
 
-# %% ../nbs/20_optim.ipynb #dbf13742
+# %% ../nbs/20_optim.ipynb #bfc5448a
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Keller Jordan's quintic: maximal slope at zero
 
 
 def newton_schulz(G: Tensor, steps: int = 5, coefficients=NS_COEFFICIENTS, eps: float = 1e-7,
                   dtype: torch.dtype = torch.bfloat16) -> Tensor:
-    "Approximately orthogonalise a 2-D matrix (U S Vᵀ -> U S' Vᵀ with S' ≈ 1) by `steps` Newton–Schulz iterations in `dtype`."
-    if G.ndim != 2: raise ValueError(f"Muon orthogonalises 2-D matrices, got shape {tuple(G.shape)}")
+    "Approximately orthogonalise a matrix (m, n), or a stack of same-shaped matrices (k, m, n), by `steps` Newton–Schulz iterations in `dtype`."
+    if G.ndim not in (2, 3): raise ValueError(f"Muon orthogonalises 2-D matrices (or a stack of them), got shape {tuple(G.shape)}")
     a, b, c = coefficients
+    mm = torch.addmm if G.ndim == 2 else torch.baddbmm  # a stack: one batched product per stage, not one per matrix
     X = G.to(dtype)
-    tall = G.size(0) > G.size(1)
-    if tall: X = X.T                                  # iterate on the wide side: X Xᵀ is the smaller Gram matrix
-    X = X.div(X.norm().clamp(min=eps))                # Frobenius norm >= spectral norm: all singular values <= 1
+    tall = G.size(-2) > G.size(-1)
+    if tall: X = X.mT                                 # iterate on the wide side: X Xᵀ is the smaller Gram matrix
+    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # Frobenius norm >= spectral norm: all singular values <= 1
     for _ in range(steps):
-        A = X @ X.T
-        B = torch.addmm(A, A, A, beta=b, alpha=c)     # b·A + c·A²
-        X = torch.addmm(X, B, X, beta=a)              # a·X + B·X
-    return X.T if tall else X
+        A = X @ X.mT
+        B = mm(A, A, A, beta=b, alpha=c)              # b·A + c·A²
+        X = mm(X, B, X, beta=a)                       # a·X + B·X
+    return X.mT if tall else X
 
-# %% ../nbs/20_optim.ipynb #b0202aa2
+# %% ../nbs/20_optim.ipynb #a641496c
 class Muon(torch.optim.Optimizer):
     "Muon: SGD-momentum whose update is orthogonalised by Newton–Schulz; for 2-D hidden matrices only."
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True, weight_decay: float = 0.0,
@@ -55,20 +56,28 @@ class Muon(torch.optim.Optimizer):
         loss = closure() if closure is not None else None
         dist = torch.distributed
         rank, world = (dist.get_rank(), dist.get_world_size()) if self.shard and dist.is_available() and dist.is_initialized() else (0, 1)
-        owned, i = [], 0
+        owned, i = [], 0                                                      # (matrix, owning rank): what is broadcast
         for g in self.param_groups:
             lr, mom, wd = g["lr"], g["momentum"], g["weight_decay"]
-            for p in g["params"]:
-                if p.grad is None: continue
-                owner, i = i % world, i + 1
-                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
-                buf.lerp_(p.grad, 1 - mom)                                    # buf = mom·buf + (1-mom)·grad (every rank)
-                owned.append((p, owner))
-                if owner != rank: continue                                    # another rank orthogonalises this one
-                update = p.grad.lerp(buf, mom) if g["nesterov"] else buf      # Nesterov: look ahead along the momentum
-                update = newton_schulz(update, g["ns_steps"], dtype=g["ns_dtype"])
-                p.mul_(1 - lr * wd)                                           # decoupled weight decay
-                p.add_(update.to(p.dtype), alpha=-lr * math.sqrt(max(1.0, p.size(0) / p.size(1))))
+            params = [p for p in g["params"] if p.grad is not None]
+            if not params: continue
+            bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad)) for p in params]
+            torch._foreach_lerp_(bufs, [p.grad for p in params], 1 - mom)      # buf = mom·buf + (1-mom)·grad (every rank)
+            by_shape: dict[tuple, list[int]] = {}
+            for j, p in enumerate(params): by_shape.setdefault(tuple(p.shape), []).append(j)
+            for (rows, cols), idx in by_shape.items():
+                owners = [(i + k) % world for k in range(len(idx))]          # round robin over all matrices, shape by shape
+                i += len(idx)
+                owned += [(params[j], o) for j, o in zip(idx, owners)]
+                mine = [j for j, o in zip(idx, owners) if o == rank]          # the others are orthogonalised elsewhere
+                if not mine: continue
+                P = [params[j] for j in mine]
+                update = torch.stack([params[j].grad for j in mine])            # (k, rows, cols)
+                if g["nesterov"]: update.lerp_(torch.stack([bufs[j] for j in mine]), mom)  # look ahead along the momentum
+                else: update = torch.stack([bufs[j] for j in mine])
+                update = newton_schulz(update, g["ns_steps"], dtype=g["ns_dtype"]).to(P[0].dtype)
+                if wd: torch._foreach_mul_(P, 1 - lr * wd)                     # decoupled weight decay
+                torch._foreach_add_(P, list(update.unbind(0)), alpha=-lr * math.sqrt(max(1.0, rows / cols)))
         if world > 1:                                                         # every matrix from its owner, all in flight at once
             for h in [dist.broadcast(p.data, src=owner, async_op=True) for p, owner in owned]: h.wait()
         return loss

@@ -71,6 +71,7 @@ class TrainConfig:
     output: str = "runs/demo"         # run folder: metrics.jsonl, run_info.json, checkpoints
     resume: str | None = None         # a checkpoint path, or "latest" in `output`
     compile: bool = False             # torch.compile the model
+    loss: str = "chunked"             # cross-entropy: chunked (never the full logits) or full (all logits; see medllm-bench)
     device: str = "auto"
     dtype: str = "auto"               # autocast dtype: auto = bf16 on CUDA, float32 on CPU
     seed: int = 0
@@ -92,6 +93,7 @@ class TrainConfig:
         if self.seq_len > limit: raise ValueError(f"seq_len {self.seq_len} is beyond model {self.model!r}'s maximum of {limit}")
         if self.max_steps is None and self.max_tokens is None: raise ValueError("give max_steps or max_tokens")
         if self.optimizer not in ("muon", "adamw"): raise ValueError(f"unknown optimizer {self.optimizer!r}: use muon or adamw")
+        if self.loss not in ("chunked", "full"): raise ValueError(f"unknown loss {self.loss!r}: use chunked or full")
         if self.nonfinite not in ("stop", "skip"): raise ValueError(f"nonfinite must be stop or skip, got {self.nonfinite!r}")
         for name in ("eval_every", "save_every", "eval_batches", "num_workers", "warmup_steps"):
             if getattr(self, name) < 0: raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -317,8 +319,10 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
                 return json.loads(done.read_text()) if done.is_file() else {"steps": start_step, "tokens": tokens_seen}
 
     model = GPT(mcfg).to(device)
+    model.loss_impl = cfg.loss
     if ckpt: model.load_state_dict(ckpt["model"])
-    opt = build_optimizer(model, cfg.optimizer, cfg.lr_matrix, cfg.lr_embed, cfg.lr_head, cfg.lr_scalar, cfg.lr_adamw, cfg.weight_decay)
+    opt = build_optimizer(model, cfg.optimizer, cfg.lr_matrix, cfg.lr_embed, cfg.lr_head, cfg.lr_scalar, cfg.lr_adamw, cfg.weight_decay,
+                          fused=device.type == "cuda")   # fused AdamW: one kernel for all tensors
     if ckpt: opt.load_state_dict(ckpt["optimizer"])
     loader, val_batches = _data(cfg, tok, info, start_batch=ckpt["batches"] if ckpt else 0)
     batches_consumed = ckpt["batches"] if ckpt else 0

@@ -4,7 +4,7 @@ import torch.distributed as dist
 
 from medllm import optim
 
-SHAPES = [(16, 8), (8, 16), (12, 12), (4, 20), (20, 4)]
+SHAPES = [(16, 8), (8, 16), (12, 12), (4, 20), (20, 4), (12, 12), (16, 8), (12, 12)]   # repeats: stacked per shape
 
 
 def run(shard: bool):
@@ -13,9 +13,9 @@ def run(shard: bool):
     opt = optim.Muon(ps, lr=0.02, weight_decay=0.01, shard=shard)
     calls, orig = [0], optim.newton_schulz
 
-    def counted(*a, **k):
-        calls[0] += 1
-        return orig(*a, **k)
+    def counted(G, *a, **k):                             # matrices orthogonalised (a stack counts each of its matrices)
+        calls[0] += G.size(0) if G.ndim == 3 else 1
+        return orig(G, *a, **k)
     optim.newton_schulz = counted
     try:
         for step in range(3):
@@ -37,5 +37,5 @@ if __name__ == "__main__":
         y = x.clone(); dist.broadcast(y, 0)
         assert torch.equal(x, y)
     assert len(opt.state) == len(SHAPES)                 # every rank keeps every momentum buffer: rank 0's checkpoint is whole
-    print(f"rank {rank}: newton_schulz calls sharded {n_sharded} replicated {n_replicated}", flush=True)
+    print(f"rank {rank}: matrices orthogonalised sharded {n_sharded} replicated {n_replicated}", flush=True)
     dist.destroy_process_group()

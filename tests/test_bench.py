@@ -3,23 +3,27 @@ import json
 
 from conftest import run_cli
 
-RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "compile", "dtype", "steps", "step_ms",
+RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "loss", "compile", "dtype", "steps", "step_ms",
               "tokens_per_s", "mfu", "flops_per_token", "optimizer_share", "first_step_s", "compile_s", "peak_memory_gb", "final_loss"}
 
 
 def test_bench_cpu_small_shapes(tmp_path):
     out = tmp_path / "bench.json"
-    r = run_cli("medllm-bench", "--device", "cpu", "--configs", "nano", "--batch_size", 2, "--seq_len", 64, "--steps", 2,
+    r = run_cli("medllm-bench", "--device", "cpu", "--configs", "nano:2x64", "--steps", 2, "--losses", "chunked,full",
                 "--warmup", 1, "--vocab_size", 4096, "--output", out, env={"OMP_NUM_THREADS": "2"})
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     assert {"date", "device", "torch", "python", "command", "matmul_peak_flops", "runs", "ratios", "optimizer_share", "projection",
-            "data_loader", "evaluation"} <= set(res)
-    assert [(x["impl"], x["optimizer"]) for x in res["runs"]] == [("medllm", "muon"), ("medllm", "adamw"), ("transformers", "adamw")]
+            "data_loader", "evaluation", "muon", "configs", "wall_s"} <= set(res)
+    assert [(x["impl"], x["optimizer"], x["loss"]) for x in res["runs"]] == [
+        ("medllm", "muon", "chunked"), ("transformers", "adamw", "transformers"), ("medllm", "adamw", "chunked"),
+        ("medllm", "muon", "full"), ("medllm", "adamw", "full")]
     for run in res["runs"]:
         assert RUN_FIELDS <= set(run), RUN_FIELDS - set(run)
         assert run["tokens_per_s"] > 0 and 0 < run["mfu"] < 1 and 0 < run["optimizer_share"] < 1 and run["peak_memory_gb"] > 0
-    assert set(res["ratios"]) == {"nano/medllm-muon_vs_transformers-adamw", "nano/medllm-adamw_vs_transformers-adamw"}
+    assert set(res["ratios"]) == {f"nano/medllm-{o}{l}_vs_transformers-adamw" for o in ("muon", "adamw") for l in ("", "-fullce")}
+    assert res["muon"]["matrices"] == 28 and res["muon"]["batched_ms"] > 0 and res["muon"]["per_matrix_ms"] > 0
+    assert all(x["batch_size"] == 2 and x["seq_len"] == 64 for x in res["runs"])
     assert res["optimizer_share"]["8_gpus_sharded_muon"] < res["optimizer_share"]["one_gpu"]
     assert [p["tokens_B"] for p in res["projection"]["runs"]] == [2.0, 5.0]
     assert res["data_loader"]["tokens_per_s"] > 0 and res["evaluation"]["questions_per_s"] > 0
@@ -28,6 +32,27 @@ def test_bench_cpu_small_shapes(tmp_path):
 
 def test_bench_bad_flags():
     for args in (["--configs", "huge"], ["--impls", "jax"], ["--seq_len", "4096", "--configs", "nano"], ["--steps", "0"],
-                 ["--optimizers", "sgd"], ["--warmup", "0"]):
+                 ["--optimizers", "sgd"], ["--warmup", "0"], ["--configs", "nano:2by64"], ["--configs", "nano:2x4096"],
+                 ["--losses", "fused"], ["--losses", ","], ["--time_budget", "0"]):
         r = run_cli("medllm-bench", "--device", "cpu", *args)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_failed_and_skipped_runs_are_recorded_and_the_rest_go_on(monkeypatch, tmp_path):
+    "A run that raises (say, out of memory) is recorded with its error; past the time budget the rest are recorded as skipped."
+    import torch
+    from medllm import bench
+    real = bench.bench_step
+    def flaky(impl, *a, **k):
+        if impl == "transformers": raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+        return real(impl, *a, **k)
+    monkeypatch.setattr(bench, "bench_step", flaky)
+    saved = []
+    res = bench.run_bench([("nano", 2, 32)], 2, 32, torch.device("cpu"), steps=1, warmup=1, vocab_size=1024, data=False,
+                          evaluation=False, muon=False, on_update=lambda r: saved.append(len(r["runs"])))
+    assert [("error" in r, "tokens_per_s" in r) for r in res["runs"]] == [(False, True), (True, False), (False, True)]
+    assert res["runs"][1]["error"].startswith("OutOfMemoryError: CUDA out of memory") and res["ratios"] == {}
+    assert saved == [1, 2, 3, 3] and "error" in bench.bench_table(res)
+    res = bench.run_bench([("nano", 2, 32)], 2, 32, torch.device("cpu"), steps=1, warmup=1, vocab_size=1024, data=False,
+                          evaluation=False, muon=False, time_budget=1e-9)
+    assert all(r["skipped"].startswith("time budget") for r in res["runs"]) and "projection" not in res

@@ -19,13 +19,22 @@ def test_newton_schulz_orthogonalises():
         # all but the few smallest singular values land near 1 (a square Gaussian matrix has some near 0)
         assert 0.5 < sv[: int(0.9 * len(sv))].min() and sv.max() < 1.3, (shape, sv.min(), sv.max())
     with pytest.raises(ValueError, match="2-D"):
-        newton_schulz(torch.randn(2, 3, 4))
+        newton_schulz(torch.randn(2, 2, 3, 4))
+
+
+def test_stacked_newton_schulz_equals_one_matrix_at_a_time():
+    torch.manual_seed(0)
+    for shape in [(6, 64, 32), (3, 32, 64), (4, 40, 40)]:
+        G = torch.randn(*shape)
+        X = newton_schulz(G, dtype=torch.float32)
+        for g, x in zip(G, X): torch.testing.assert_close(x, newton_schulz(g, dtype=torch.float32), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon appeared in torch 2.9")
 def test_muon_matches_torch_muon():
     torch.manual_seed(1)
-    W = [torch.randn(96, 32, requires_grad=True), torch.randn(32, 96, requires_grad=True), torch.randn(50, 50, requires_grad=True)]
+    shapes = [(96, 32), (32, 96), (50, 50), (96, 32), (50, 50), (50, 50)]   # repeated shapes take the batched path
+    W = [torch.randn(*s, requires_grad=True) for s in shapes]
     W2 = [w.detach().clone().requires_grad_() for w in W]
     ours = Muon(W, lr=0.03, weight_decay=0.05, momentum=0.9)
     ref = torch.optim.Muon(W2, lr=0.03, weight_decay=0.05, momentum=0.9, nesterov=True)
@@ -72,7 +81,7 @@ def test_schedules():
 
 
 def test_sharded_muon_under_torchrun_equals_replicated():
-    "Two torchrun processes: each orthogonalises its share of the matrices (3 + 2 of 5), and the result is bitwise the same."
+    "Two torchrun processes: each orthogonalises its share of the matrices (4 + 4 of 8, three steps), and the result is bitwise the same."
     import socket
     import subprocess
     from conftest import BIN
@@ -83,5 +92,5 @@ def test_sharded_muon_under_torchrun_equals_replicated():
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     import re
-    got = sorted(re.findall(r"rank (\d): newton_schulz calls sharded (\d+) replicated (\d+)", r.stdout))   # the ranks' lines may interleave
-    assert got == [("0", "9", "15"), ("1", "6", "15")], r.stdout
+    got = sorted(re.findall(r"rank (\d): matrices orthogonalised sharded (\d+) replicated (\d+)", r.stdout))   # lines may interleave
+    assert got == [("0", "12", "24"), ("1", "12", "24")], r.stdout

