@@ -276,8 +276,10 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
     if muon and "medllm" in impls and "muon" in optimizers:
         try: out["muon"] = bench_muon(ref["preset"] if ref else configs[0][0], device)
         except Exception as e: out["muon"] = {"error": f"{type(e).__name__}: {e}"[:300]}
-    if data: out["data_loader"] = bench_data()
-    if evaluation: out["evaluation"] = bench_eval(device)
+    for key, wanted, fn in (("data_loader", data, bench_data), ("evaluation", evaluation, lambda: bench_eval(device))):
+        if not wanted: continue
+        try: out[key] = fn()
+        except Exception as e: out[key] = {"error": f"{type(e).__name__}: {e}"[:300]}
     out["wall_s"] = time.perf_counter() - t_start
     if on_update: on_update(out)
     return out
@@ -356,8 +358,8 @@ def main(argv: list[str] | None = None):
         for r in res["projection"]["runs"]:
             print(f"projection ({res['projection']['preset']}, {res['projection']['assumptions']}): {r['tokens_B']:.0f}B tokens on "
                   f"{r['gpus']} GPUs: {r['minutes']:.0f} min, ${r['usd']:,.0f}")
-    if "data_loader" in res: print(f"data loader: {res['data_loader']['tokens_per_s']:,.0f} tokens/s")
-    if "evaluation" in res: print(f"evaluation: {res['evaluation']['questions_per_s']:.1f} questions/s ({res['evaluation']['preset']}, letter)")
+    if "data_loader" in res: print(f"data loader: {res['data_loader'].get('tokens_per_s', 0):,.0f} tokens/s {res['data_loader'].get('error', '')}")
+    if "evaluation" in res: print(f"evaluation: {res['evaluation'].get('questions_per_s', 0):.1f} questions/s (nano, letter) {res['evaluation'].get('error', '')}")
     print(bench_table(res))
 
 # %% ../nbs/32_bench.ipynb #39d02c4f
