@@ -22,6 +22,7 @@ import torch
 
 from .core import ArgParser, cli, get_device, get_dtype, seed_everything, writable_dir
 from .export import hf_config
+from .layers import ATTENTION_BACKENDS
 from .model import CONFIGS, GPT, get_config
 from .optim import Muon, build_optimizer, newton_schulz
 from .train import estimate_run, forward_backward
@@ -66,8 +67,9 @@ def _qwen3(cfg):
 
 def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: torch.device, optimizer: str = "muon",
                dtype: torch.dtype | None = None, compile: bool = False, steps: int = 10, warmup: int = 3,
-               vocab_size: int = 50304, seed: int = 0, loss_impl: str = "chunked") -> dict:
-    "Time the training step of `impl` ('medllm' or 'transformers') for one preset and batch shape (`loss_impl`: medllm's cross-entropy)."
+               vocab_size: int = 50304, seed: int = 0, loss_impl: str = "chunked",
+               attention: str = "auto") -> dict:
+    "Time the training step of `impl` ('medllm' or 'transformers') for one preset and batch shape (`loss_impl`, `attention`: medllm's cross-entropy and SDPA kernel)."
     if impl not in ("medllm", "transformers"): raise ValueError(f"unknown implementation {impl!r}: use medllm or transformers")
     if impl == "transformers" and optimizer != "adamw": raise ValueError("the transformers baseline trains with AdamW only")
     if loss_impl not in ("chunked", "full"): raise ValueError(f"unknown loss {loss_impl!r}: use chunked or full")
@@ -79,6 +81,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
     if impl == "medllm":
         model = GPT(cfg).to(device)
         model.loss_impl = loss_impl
+        model.set_attention(attention)
         opt = build_optimizer(model, optimizer, fused=fused)
         train_model = torch.compile(model) if compile else model
         def grads(rows): return forward_backward(train_model, model, [rows], device, dtype, grad_clip=1.0)[0]
@@ -108,7 +111,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
     tokens = batch_size * seq_len
     return {"impl": impl, "preset": preset, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
             "batch_size": batch_size, "seq_len": seq_len, "optimizer": optimizer, "loss": loss_impl if impl == "medllm" else "transformers",
-            "compile": compile, "dtype": str(dtype).removeprefix("torch."),
+            "attention": attention if impl == "medllm" else "sdpa", "compile": compile, "dtype": str(dtype).removeprefix("torch."),
             "steps": steps, "step_ms": step * 1e3, "tokens_per_s": tokens / step,
             "optimizer_share": statistics.median(t_opt) / step, "first_step_s": first, "compile_s": max(first - step, 0.0),
             "peak_memory_gb": _peak_memory_gb(device), "final_loss": float(loss)}
@@ -205,13 +208,14 @@ def parse_configs(spec: str, batch_size: int, seq_len: int) -> list[tuple[str, i
 
 
 def _variant(r: dict) -> str:
-    "A run's name: medllm-muon, medllm-adamw-fullce, transformers-adamw."
-    return f"{r['impl']}-{r['optimizer']}" + ("-fullce" if r.get("loss") == "full" else "")
+    "A run's name: medllm-muon, medllm-adamw-fullce, medllm-muon-fullce-cudnn, transformers-adamw."
+    return f"{r['impl']}-{r['optimizer']}" + ("-fullce" if r.get("loss") == "full" else "") + \
+        (f"-{r['attention']}" if r.get("attention") not in (None, "auto", "sdpa") else "")
 
 
 def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device, impls=("medllm", "transformers"),
               optimizers=("muon", "adamw"), compile: bool = False, steps: int = 10, warmup: int = 3, vocab_size: int = 50304,
-              data: bool = True, evaluation: bool = True, log=print, losses=("chunked",), muon: bool = True,
+              data: bool = True, evaluation: bool = True, log=print, losses=("chunked",), attentions=("auto",), muon: bool = True,
               time_budget: float | None = None, on_update=None) -> dict:
     """Every measurement of this notebook in one run; returns the JSON-ready record.
     `configs`: preset names (at `batch_size` × `seq_len`) or (preset, batch, seq) triples. A run that fails is recorded
@@ -228,18 +232,18 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
     runs = out["runs"]
     for preset, b, t in configs:
         fpt = flops_per_token(preset, vocab_size, t)
-        medllm = [("medllm", o, l) for l in losses for o in optimizers] if "medllm" in impls else []
-        base = [("transformers", "adamw", "chunked")] if "transformers" in impls else []
+        medllm = [("medllm", o, l, a) for a in attentions for l in losses for o in optimizers] if "medllm" in impls else []
+        base = [("transformers", "adamw", "chunked", "auto")] if "transformers" in impls else []
         plan = medllm[:1] + base + medllm[1:]      # the recipe's step and its baseline first: what a cut-off run must keep
-        for impl, optimizer, loss in plan:
+        for impl, optimizer, loss, attention in plan:
             head = {"impl": impl, "preset": preset, "optimizer": optimizer, "loss": loss if impl == "medllm" else "transformers",
-                    "batch_size": b, "seq_len": t}
+                    "attention": attention if impl == "medllm" else "sdpa", "batch_size": b, "seq_len": t}
             if time_budget is not None and time.perf_counter() - t_start > time_budget:
                 runs.append({**head, "skipped": f"time budget of {time_budget:.0f} s spent"}); log(f"{preset:8} {_variant(head):22} skipped")
                 continue
             try:
                 r = bench_step(impl, preset, b, t, device, optimizer, compile=compile, steps=steps, warmup=warmup,
-                               vocab_size=vocab_size, loss_impl=loss)
+                               vocab_size=vocab_size, loss_impl=loss, attention=attention)
             except Exception as e:                                   # an out-of-memory or a compile failure: record it, go on
                 runs.append({**head, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"})
                 log(f"{preset:8} {_variant(head):22} failed: {runs[-1]['error']}")
@@ -316,6 +320,7 @@ def main(argv: list[str] | None = None):
     p.add_argument("--impls", default="medllm,transformers", help="medllm, transformers")
     p.add_argument("--optimizers", default="muon,adamw", help="medllm's optimizers to time: muon, adamw")
     p.add_argument("--losses", default="chunked", help="medllm's cross-entropy implementations to time: chunked, full")
+    p.add_argument("--attention", default="auto", help=f"medllm's preferred SDPA kernels to time: {', '.join(ATTENTION_BACKENDS)}")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--steps", type=int, default=10, help="timed steps per run")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (the first compiles)")
@@ -335,6 +340,10 @@ def main(argv: list[str] | None = None):
         return got
     impls = names("impls", ("medllm", "transformers"))
     optimizers, losses = names("optimizers", ("muon", "adamw")), names("losses", ("chunked", "full"))
+    attentions = [x.strip() for x in a.attention.split(",") if x.strip()]
+    for x in attentions:
+        if x not in ATTENTION_BACKENDS: raise ValueError(f"unknown attention {x!r} in --attention: use {' or '.join(ATTENTION_BACKENDS)}")
+    if not attentions: raise ValueError("--attention is empty")
     for name in ("batch_size", "seq_len", "steps", "vocab_size"):
         if getattr(a, name) < 1: raise ValueError(f"--{name} must be >= 1, got {getattr(a, name)}")
     if a.warmup < 1: raise ValueError(f"--warmup must be >= 1 (the first step compiles and allocates), got {a.warmup}")
@@ -344,7 +353,7 @@ def main(argv: list[str] | None = None):
     device = get_device(a.device)
     save = (lambda res: Path(a.output).write_text(json.dumps(res, indent=1))) if a.output else None
     res = run_bench(configs, a.batch_size, a.seq_len, device, impls, optimizers, a.compile, a.steps, a.warmup, a.vocab_size,
-                    not a.no_data, not a.no_eval, losses=losses, muon=not a.no_muon, time_budget=a.time_budget, on_update=save)
+                    not a.no_data, not a.no_eval, losses=losses, attentions=attentions, muon=not a.no_muon, time_budget=a.time_budget, on_update=save)
     for k, v in res["ratios"].items(): print(f"{k}: {v:.2f}x")
     if "optimizer_share" in res:
         o = res["optimizer_share"]

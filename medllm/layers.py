@@ -12,10 +12,11 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import sdpa_kernel
 
 # %% auto #0
-__all__ = ['RMSNorm', 'rope_tables', 'rotate_half', 'apply_rope', 'KVCache', 'CausalSelfAttention', 'SwiGLU', 'ReLU2MLP',
-           'swiglu_hidden', 'softcap', 'linear_cross_entropy', 'Block']
+__all__ = ['ATTENTION_BACKENDS', 'RMSNorm', 'rope_tables', 'rotate_half', 'apply_rope', 'sdpa_order', 'KVCache',
+           'CausalSelfAttention', 'SwiGLU', 'ReLU2MLP', 'swiglu_hidden', 'softcap', 'linear_cross_entropy', 'Block']
 
 # %% ../nbs/10_layers.ipynb #ad9987a8
 class RMSNorm(nn.Module):
@@ -50,6 +51,18 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (x.float() * cos + rotate_half(x.float()) * sin).to(x.dtype)
 
 # %% ../nbs/10_layers.ipynb #af23df76
+ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
+
+
+def sdpa_order(backend: str) -> list:
+    "SDPA kernels, `backend` first and the others after it as fallbacks."
+    from torch.nn.attention import SDPBackend
+    kernels = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+               "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+    if backend not in kernels: raise ValueError(f"unknown attention backend {backend!r}: use {', '.join(ATTENTION_BACKENDS)}")
+    return [kernels[backend]] + [k for name, k in kernels.items() if name != backend]
+
+
 class KVCache:
     "Keys and values of past tokens for every layer: (L, B, H_kv, T_max, D) each; `pos` tokens are filled."
     def __init__(self, n_layer: int, batch_size: int, n_kv_head: int, max_len: int, head_dim: int,
@@ -86,6 +99,7 @@ class CausalSelfAttention(nn.Module):
         self.o_proj = nn.Linear(n_head * self.head_dim, d_model, bias=False)
         self.q_norm = RMSNorm(self.head_dim, norm_eps) if qk_norm else nn.Identity()
         self.k_norm = RMSNorm(self.head_dim, norm_eps) if qk_norm else nn.Identity()
+        self.backend = "auto"   # the preferred SDPA kernel for causal training attention (see above)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 kv_cache: KVCache | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -97,7 +111,10 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is not None: k, v = kv_cache.update(self.layer_idx, k, v)                     # (B, Hkv, Tk, D)
         gqa = self.n_kv_head != self.n_head
         if attn_mask is None and kv_cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+            if self.backend == "auto": y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+            else:
+                with sdpa_kernel(sdpa_order(self.backend), set_priority=True):
+                    y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         else:
             if attn_mask is None:  # causal over the cache: query i (absolute pos Tk-T+i) sees keys 0..Tk-T+i
                 Tk = k.size(2)

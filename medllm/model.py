@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import Block, KVCache, RMSNorm, linear_cross_entropy, rope_tables, softcap, swiglu_hidden
+from .layers import ATTENTION_BACKENDS, Block, KVCache, RMSNorm, linear_cross_entropy, rope_tables, softcap, swiglu_hidden
 
 # %% auto #0
 __all__ = ['CONFIGS', 'MODEL_FORMAT', 'pad_vocab', 'ModelConfig', 'nano', 'tiny', 'small', 'medium', 'baguette', 'get_config',
@@ -136,6 +136,12 @@ class GPT(nn.Module):
         x = self.embed(idx)                                                   # (B, T, C)
         for block in self.blocks: x = block(x, cos, sin, kv_cache, attn_mask)
         return self.norm(x)
+
+    def set_attention(self, backend: str) -> "GPT":
+        "Prefer the SDPA kernel `backend` (auto, cudnn, flash, efficient, math) in every block's training attention."
+        if backend not in ATTENTION_BACKENDS: raise ValueError(f"unknown attention backend {backend!r}: use {', '.join(ATTENTION_BACKENDS)}")
+        for block in self.blocks: block.attn.backend = backend
+        return self
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         "Logits of hidden states `h` (..., C) -> (..., V)."

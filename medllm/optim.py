@@ -63,21 +63,23 @@ class Muon(torch.optim.Optimizer):
             if not params: continue
             bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad)) for p in params]
             torch._foreach_lerp_(bufs, [p.grad for p in params], 1 - mom)      # buf = mom·buf + (1-mom)·grad (every rank)
-            by_shape: dict[tuple, list[int]] = {}
-            for j, p in enumerate(params): by_shape.setdefault(tuple(p.shape), []).append(j)
-            for (rows, cols), idx in by_shape.items():
+            groups: dict[tuple, list[int]] = {}                               # tall matrices transposed: (short, long) each
+            for j, p in enumerate(params): groups.setdefault((min(p.shape), max(p.shape)), []).append(j)
+            for (short, long), idx in groups.items():
                 owners = [(i + k) % world for k in range(len(idx))]          # round robin over all matrices, shape by shape
                 i += len(idx)
                 owned += [(params[j], o) for j, o in zip(idx, owners)]
-                mine = [j for j, o in zip(idx, owners) if o == rank]          # the others are orthogonalised elsewhere
-                if not mine: continue
-                P = [params[j] for j in mine]
-                update = torch.stack([params[j].grad for j in mine])            # (k, rows, cols)
-                if g["nesterov"]: update.lerp_(torch.stack([bufs[j] for j in mine]), mom)  # look ahead along the momentum
-                else: update = torch.stack([bufs[j] for j in mine])
-                update = newton_schulz(update, g["ns_steps"], dtype=g["ns_dtype"]).to(P[0].dtype)
+                P = [params[j] for j, o in zip(idx, owners) if o == rank]     # the others are orthogonalised elsewhere
+                if not P: continue
+                bufs_p = [self.state[p]["momentum_buffer"] for p in P]
+                U = torch._foreach_lerp([p.grad for p in P], bufs_p, mom) if g["nesterov"] else bufs_p  # look ahead along the momentum
+                tall = [p.size(0) > p.size(1) for p in P]
+                update = newton_schulz(torch.stack([u.mT if t else u for u, t in zip(U, tall)]), g["ns_steps"], dtype=g["ns_dtype"])
+                update = update.to(P[0].dtype).unbind(0)                      # (short, long) each
                 if wd: torch._foreach_mul_(P, 1 - lr * wd)                     # decoupled weight decay
-                torch._foreach_add_(P, list(update.unbind(0)), alpha=-lr * math.sqrt(max(1.0, rows / cols)))
+                for want_tall, scale in ((False, 1.0), (True, math.sqrt(long / short))):   # sqrt(max(1, rows/cols))
+                    sel = [k for k, t in enumerate(tall) if t == want_tall]
+                    if sel: torch._foreach_add_([P[k] for k in sel], [update[k].mT if want_tall else update[k] for k in sel], alpha=-lr * scale)
         if world > 1:                                                         # every matrix from its owner, all in flight at once
             for h in [dist.broadcast(p.data, src=owner, async_op=True) for p, owner in owned]: h.wait()
         return loss

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from .checkpoint import CheckpointWriteError, find_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .core import (ArgParser, autocast, cli, dist_info, fault, get_device, get_dtype, kill_point, print0, seed_everything,
                          writable_dir)
+from .layers import ATTENTION_BACKENDS
 from .model import CONFIGS, GPT, ModelConfig, generate, get_config, pad_vocab
 from .optim import build_optimizer, lr_multiplier
 from .packing import DataConfig, Pipeline, ShardRows, TokenRows, make_loader, read_metadata
@@ -72,6 +73,7 @@ class TrainConfig:
     resume: str | None = None         # a checkpoint path, or "latest" in `output`
     compile: bool = False             # torch.compile the model
     loss: str = "chunked"             # cross-entropy: chunked (never the full logits) or full (all logits; see medllm-bench)
+    attention: str = "auto"           # preferred SDPA kernel: auto, cudnn, flash, efficient, math (see medllm-bench)
     device: str = "auto"
     dtype: str = "auto"               # autocast dtype: auto = bf16 on CUDA, float32 on CPU
     seed: int = 0
@@ -94,6 +96,8 @@ class TrainConfig:
         if self.max_steps is None and self.max_tokens is None: raise ValueError("give max_steps or max_tokens")
         if self.optimizer not in ("muon", "adamw"): raise ValueError(f"unknown optimizer {self.optimizer!r}: use muon or adamw")
         if self.loss not in ("chunked", "full"): raise ValueError(f"unknown loss {self.loss!r}: use chunked or full")
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ValueError(f"unknown attention {self.attention!r}: use {', '.join(ATTENTION_BACKENDS)}")
         if self.nonfinite not in ("stop", "skip"): raise ValueError(f"nonfinite must be stop or skip, got {self.nonfinite!r}")
         for name in ("eval_every", "save_every", "eval_batches", "num_workers", "warmup_steps"):
             if getattr(self, name) < 0: raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -320,6 +324,7 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
 
     model = GPT(mcfg).to(device)
     model.loss_impl = cfg.loss
+    model.set_attention(cfg.attention)
     if ckpt: model.load_state_dict(ckpt["model"])
     opt = build_optimizer(model, cfg.optimizer, cfg.lr_matrix, cfg.lr_embed, cfg.lr_head, cfg.lr_scalar, cfg.lr_adamw, cfg.weight_decay,
                           fused=device.type == "cuda")   # fused AdamW: one kernel for all tensors
