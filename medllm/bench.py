@@ -29,7 +29,7 @@ from .train import estimate_run, forward_backward
 
 # %% auto #0
 __all__ = ['H100_MATMUL_PEAK', 'matmul_peak', 'bench_step', 'flops_per_token', 'bench_muon', 'bench_data', 'bench_eval',
-           'project', 'parse_configs', 'run_bench', 'bench_table', 'main']
+           'project', 'parse_configs', 'run_bench', 'summarize', 'bench_table', 'main', 'print_summary']
 
 # %% ../nbs/32_bench.ipynb #ad10ec68
 def _sync(device: torch.device):
@@ -223,6 +223,7 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
     `on_update(record)` is called after every run (the CLI writes the JSON each time, so a cut-off job keeps its figures)."""
     t_start = time.perf_counter()
     configs = [c if isinstance(c, tuple) else (c, batch_size, seq_len) for c in configs]
+    losses = list(dict.fromkeys(("full" if compile else "chunked") if l == "auto" else l for l in losses))  # auto: as fit does
     peak = matmul_peak(device)
     log(f"matmul peak: {peak / 1e12:.2f} TFLOP/s ({device})")
     out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "device": _device_name(device),
@@ -254,31 +255,10 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
                     f"optimizer {r['optimizer_share']:.1%}  peak mem {r['peak_memory_gb']:.2f} GB  compile {r['compile_s']:.0f} s")
             if device.type == "cuda": torch.cuda.empty_cache()
             if on_update: on_update(out)
-    ok = [r for r in runs if "tokens_per_s" in r]
-    for preset, _, _ in configs:
-        base = next((r for r in ok if r["preset"] == preset and r["impl"] == "transformers"), None)
-        for r in ok:
-            if base and r["preset"] == preset and r["impl"] == "medllm":
-                out["ratios"][f"{preset}/{_variant(r)}_vs_transformers-adamw"] = r["tokens_per_s"] / base["tokens_per_s"]
-    muons = [r for r in ok if r["impl"] == "medllm" and r["optimizer"] == "muon"]
-    ref = max((r for r in muons if r["preset"] == "medium"), key=lambda r: r["tokens_per_s"], default=None) or \
-          max(muons, key=lambda r: r["tokens_per_s"], default=None) or next((r for r in ok if r["impl"] == "medllm"), None)
-    if ref:   # the recipe's step (Muon + AdamW; the faster loss) is what the optimizer share and the projection speak of
-        one_gpu = {"step_s": ref["step_ms"] / 1e3, "optimizer_s": ref["step_ms"] / 1e3 * ref["optimizer_share"]}
-        compute = one_gpu["step_s"] - one_gpu["optimizer_s"]
-        out["optimizer_share"] = {
-            "preset": ref["preset"], "variant": _variant(ref), "one_gpu": ref["optimizer_share"],
-            # Muon(shard=False): every rank orthogonalises every matrix: at a fixed per-GPU batch the share stays as on 1 GPU
-            "8_gpus_replicated_muon": ref["optimizer_share"],
-            # Muon's default under DDP: each rank orthogonalises 1/8 of the matrices, then broadcasts them (not counted here)
-            "8_gpus_sharded_muon": (one_gpu["optimizer_s"] / 8) / (compute + one_gpu["optimizer_s"] / 8)}
-        ratio = peak / H100_MATMUL_PEAK if device.type == "cuda" and "H100" not in _device_name(device) and "H200" not in _device_name(device) else 1.0
-        note = ("DDP scaling 0.9, $2.50/GPU-hour, per-GPU tokens/s as measured on this card (H200 counted as H100)" if device.type == "cuda"
-                else "CPU figures: this exercises the code, it is not a GPU projection")
-        out["projection"] = {"preset": ref["preset"], "variant": _variant(ref), "measured_tokens_per_s": ref["tokens_per_s"],
-                             "assumptions": note, "runs": [project(ref["tokens_per_s"], t, peak_ratio_to_h100=ratio) for t in (2e9, 5e9)]}
+    summarize(out)
+    ref = out.get("projection", {}).get("preset")
     if muon and "medllm" in impls and "muon" in optimizers:
-        try: out["muon"] = bench_muon(ref["preset"] if ref else configs[0][0], device)
+        try: out["muon"] = bench_muon(ref or configs[0][0], device)
         except Exception as e: out["muon"] = {"error": f"{type(e).__name__}: {e}"[:300]}
     for key, wanted, fn in (("data_loader", data, bench_data), ("evaluation", evaluation, lambda: bench_eval(device))):
         if not wanted: continue
@@ -286,6 +266,40 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
         except Exception as e: out[key] = {"error": f"{type(e).__name__}: {e}"[:300]}
     out["wall_s"] = time.perf_counter() - t_start
     if on_update: on_update(out)
+    return out
+
+
+def summarize(out: dict) -> dict:
+    """Add what follows from the runs to a record (also one read back from JSON): medllm/transformers ratios, the optimizer's
+    share on 1 GPU and projected for 8, and the 8×H100 projection of the recipe's step (Muon + AdamW, its fastest variant)."""
+    ok = [r for r in out["runs"] if "tokens_per_s" in r]
+    cuda = not out["device"].startswith("cpu")
+    out["ratios"] = {}
+    for r in ok:
+        base = next((b for b in ok if b["preset"] == r["preset"] and b["impl"] == "transformers"), None)
+        if base and r["impl"] == "medllm":
+            out["ratios"][f"{r['preset']}/{_variant(r)}_vs_transformers-adamw"] = r["tokens_per_s"] / base["tokens_per_s"]
+    muons = [r for r in ok if r["impl"] == "medllm" and r["optimizer"] == "muon"]
+    ref = max((r for r in muons if r["preset"] == "medium"), key=lambda r: r["tokens_per_s"], default=None) or \
+          max(muons, key=lambda r: r["tokens_per_s"], default=None) or next((r for r in ok if r["impl"] == "medllm"), None)
+    if not ref: return out
+    step = ref["step_ms"] / 1e3
+    opt_s = step * ref["optimizer_share"]
+    sharded_step = step - opt_s + opt_s / 8       # each of 8 ranks orthogonalises 1/8 of the matrices (broadcast not counted)
+    out["optimizer_share"] = {
+        "preset": ref["preset"], "variant": _variant(ref), "one_gpu": ref["optimizer_share"],
+        # Muon(shard=False): every rank orthogonalises every matrix: at a fixed per-GPU batch the share stays as on 1 GPU
+        "8_gpus_replicated_muon": ref["optimizer_share"],
+        "8_gpus_sharded_muon": (opt_s / 8) / sharded_step}
+    named_card = any(k in out["device"] for k in ("H100", "H200"))
+    ratio = out["matmul_peak_flops"] / H100_MATMUL_PEAK if cuda and not named_card else 1.0
+    note = ("DDP scaling 0.9, $2.50/GPU-hour, per-GPU tokens/s as measured on this card (H200 counted as H100)" if cuda
+            else "CPU figures: this exercises the code, it is not a GPU projection")
+    sharded_tps = ref["tokens_per_s"] * step / sharded_step
+    out["projection"] = {"preset": ref["preset"], "variant": _variant(ref), "measured_tokens_per_s": ref["tokens_per_s"],
+                         "assumptions": note, "runs": [project(ref["tokens_per_s"], t, peak_ratio_to_h100=ratio) for t in (2e9, 5e9)],
+                         "sharded_muon_tokens_per_s": sharded_tps,
+                         "runs_sharded_muon": [project(sharded_tps, t, peak_ratio_to_h100=ratio) for t in (2e9, 5e9)]}
     return out
 
 
@@ -319,7 +333,7 @@ def main(argv: list[str] | None = None):
     p.add_argument("--seq_len", type=int, default=1024, help="sequence length for presets given without a shape")
     p.add_argument("--impls", default="medllm,transformers", help="medllm, transformers")
     p.add_argument("--optimizers", default="muon,adamw", help="medllm's optimizers to time: muon, adamw")
-    p.add_argument("--losses", default="chunked", help="medllm's cross-entropy implementations to time: chunked, full")
+    p.add_argument("--losses", default="auto", help="medllm's cross-entropy implementations to time: auto (as fit: full when compiled), chunked, full")
     p.add_argument("--attention", default="auto", help=f"medllm's preferred SDPA kernels to time: {', '.join(ATTENTION_BACKENDS)}")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--steps", type=int, default=10, help="timed steps per run")
@@ -331,7 +345,15 @@ def main(argv: list[str] | None = None):
     p.add_argument("--no_data", action="store_true", help="skip the data loader measurement")
     p.add_argument("--no_eval", action="store_true", help="skip the evaluation measurement")
     p.add_argument("--output", default=None, help="write the results as JSON to this file (after every run)")
+    p.add_argument("--show", default=None, metavar="FILE", help="print the summary and table of a saved JSON file; measure nothing")
     a = p.parse_args(argv)
+    if a.show:
+        try: res = json.loads(Path(a.show).read_text())
+        except FileNotFoundError: raise FileNotFoundError(f"--show: no such file {a.show}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError): raise ValueError(f"--show: {a.show} is not a medllm-bench JSON file") from None
+        if not isinstance(res, dict) or not {"runs", "device", "matmul_peak_flops"} <= set(res):
+            raise ValueError(f"--show: {a.show} is not a medllm-bench JSON file")
+        return print_summary(summarize(res))
     def names(flag, allowed):
         got = [x.strip() for x in getattr(a, flag).split(",") if x.strip()]
         for x in got:
@@ -339,7 +361,7 @@ def main(argv: list[str] | None = None):
         if not got: raise ValueError(f"--{flag} is empty")
         return got
     impls = names("impls", ("medllm", "transformers"))
-    optimizers, losses = names("optimizers", ("muon", "adamw")), names("losses", ("chunked", "full"))
+    optimizers, losses = names("optimizers", ("muon", "adamw")), names("losses", ("auto", "chunked", "full"))
     attentions = [x.strip() for x in a.attention.split(",") if x.strip()]
     for x in attentions:
         if x not in ATTENTION_BACKENDS: raise ValueError(f"unknown attention {x!r} in --attention: use {' or '.join(ATTENTION_BACKENDS)}")
@@ -354,6 +376,12 @@ def main(argv: list[str] | None = None):
     save = (lambda res: Path(a.output).write_text(json.dumps(res, indent=1))) if a.output else None
     res = run_bench(configs, a.batch_size, a.seq_len, device, impls, optimizers, a.compile, a.steps, a.warmup, a.vocab_size,
                     not a.no_data, not a.no_eval, losses=losses, attentions=attentions, muon=not a.no_muon, time_budget=a.time_budget, on_update=save)
+    print_summary(res)
+
+
+def print_summary(res: dict):
+    "The ratios, optimizer share, Muon comparison, projections, data and evaluation speed, then the table (last)."
+    print(f"{res['device']}, torch {res['torch']}, {res['date']}: matmul peak {res['matmul_peak_flops'] / 1e12:.1f} TFLOP/s")
     for k, v in res["ratios"].items(): print(f"{k}: {v:.2f}x")
     if "optimizer_share" in res:
         o = res["optimizer_share"]
@@ -364,9 +392,12 @@ def main(argv: list[str] | None = None):
         print(f"Muon step ({m['preset']}, {m['matrices']} matrices in {m['shapes']} shapes): batched {m['batched_ms']:.1f} ms, "
               f"one matrix at a time {m['per_matrix_ms']:.1f} ms ({m['speedup']:.1f}x)")
     if "projection" in res:
-        for r in res["projection"]["runs"]:
-            print(f"projection ({res['projection']['preset']}, {res['projection']['assumptions']}): {r['tokens_B']:.0f}B tokens on "
-                  f"{r['gpus']} GPUs: {r['minutes']:.0f} min, ${r['usd']:,.0f}")
+        pr = res["projection"]
+        print(f"projection of {pr['preset']} ({pr['variant']}, {pr['assumptions']}):")
+        for label, key in (("step as measured on one device", "runs"), ("Muon sharded over 8 GPUs", "runs_sharded_muon")):
+            for r in pr.get(key, []):
+                print(f"  {label}: {r['tokens_B']:.0f}B tokens on {r['gpus']} GPUs at {r['tokens_per_s_per_gpu']:,.0f} tokens/s per GPU: "
+                      f"{r['minutes']:.0f} min, ${r['usd']:,.0f}")
     if "data_loader" in res: print(f"data loader: {res['data_loader'].get('tokens_per_s', 0):,.0f} tokens/s {res['data_loader'].get('error', '')}")
     if "evaluation" in res: print(f"evaluation: {res['evaluation'].get('questions_per_s', 0):.1f} questions/s (nano, letter) {res['evaluation'].get('error', '')}")
     print(bench_table(res))

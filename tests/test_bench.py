@@ -3,7 +3,7 @@ import json
 
 from conftest import run_cli
 
-RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "loss", "compile", "dtype", "steps", "step_ms",
+RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "loss", "attention", "compile", "dtype", "steps", "step_ms",
               "tokens_per_s", "mfu", "flops_per_token", "optimizer_share", "first_step_s", "compile_s", "peak_memory_gb", "final_loss"}
 
 
@@ -26,6 +26,10 @@ def test_bench_cpu_small_shapes(tmp_path):
     assert all(x["batch_size"] == 2 and x["seq_len"] == 64 for x in res["runs"])
     assert res["optimizer_share"]["8_gpus_sharded_muon"] < res["optimizer_share"]["one_gpu"]
     assert [p["tokens_B"] for p in res["projection"]["runs"]] == [2.0, 5.0]
+    assert res["projection"]["runs_sharded_muon"][0]["minutes"] < res["projection"]["runs"][0]["minutes"]
+    shown = run_cli("medllm-bench", "--show", out)                        # the summary again, from the file, measuring nothing
+    assert shown.returncode == 0 and shown.stdout.splitlines()[-5:] == r.stdout.splitlines()[-5:], shown.stderr
+    assert "nano/medllm-muon_vs_transformers-adamw" in shown.stdout
     assert res["data_loader"]["tokens_per_s"] > 0 and res["evaluation"]["questions_per_s"] > 0
     assert r.stdout.rstrip().splitlines()[-1].startswith("| nano")   # the table is printed last
 
@@ -33,7 +37,8 @@ def test_bench_cpu_small_shapes(tmp_path):
 def test_bench_bad_flags():
     for args in (["--configs", "huge"], ["--impls", "jax"], ["--seq_len", "4096", "--configs", "nano"], ["--steps", "0"],
                  ["--optimizers", "sgd"], ["--warmup", "0"], ["--configs", "nano:2by64"], ["--configs", "nano:2x4096"],
-                 ["--losses", "fused"], ["--losses", ","], ["--time_budget", "0"]):
+                 ["--losses", "fused"], ["--losses", ","], ["--time_budget", "0"], ["--attention", "fast"],
+                 ["--show", "/nonexistent/bench.json"], ["--show", __file__]):
         r = run_cli("medllm-bench", "--device", "cpu", *args)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (args, r.stderr)
 
