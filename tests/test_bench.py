@@ -36,13 +36,19 @@ def test_bench_cpu_small_shapes(tmp_path):
     assert r.stdout.rstrip().splitlines()[-1].startswith("| nano")   # the table is printed last
 
 
-def test_bench_bad_flags():
+def test_bench_bad_flags(capsys):
+    "Each bad flag: exit 2 and one line (in this process, through main; one real process checks the console script)."
+    import pytest
+    from medllm.bench import main
     for args in (["--configs", "huge"], ["--impls", "jax"], ["--seq_len", "4096", "--configs", "nano"], ["--steps", "0"],
                  ["--optimizers", "sgd"], ["--warmup", "0"], ["--configs", "nano:2by64"], ["--configs", "nano:2x4096"],
                  ["--losses", "fused"], ["--losses", ","], ["--time_budget", "0"], ["--attention", "fast"], ["--profile", "-1"],
                  ["--show", "/nonexistent/bench.json"], ["--show", __file__]):
-        r = run_cli("medllm-bench", "--device", "cpu", *args)
-        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (args, r.stderr)
+        with pytest.raises(SystemExit) as e: main(["--device", "cpu", *args])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err, (args, err)
+    r = run_cli("medllm-bench", "--device", "cpu", "--configs", "nano:2by64")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
 
 
 def test_failed_and_skipped_runs_are_recorded_and_the_rest_go_on(monkeypatch, tmp_path):
