@@ -96,3 +96,25 @@ def test_cli_bad_input_is_one_line_exit_2(args, needle, trained_nano, tmp_path):
     ck = save_model(tmp_path / "m.pt", m, tok)
     r = run_cli("medllm-evaluate", "--checkpoint", ck, "--output", tmp_path / "o", *args)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+
+
+def test_demo_quiz_contexts_script_agrees_with_evaluate(trained_nano, tmp_path):
+    "benchmarks/demo_quiz_contexts.py: its quiz-question row is medllm-evaluate's cloze score, and every context is reported."
+    import re
+    import subprocess
+    import sys
+    from conftest import REPO as ROOT
+    from medllm.evaluate import evaluate
+    m, tok = trained_nano
+    ck = save_model(tmp_path / "m.pt", m, tok)
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo_quiz_contexts.py"), "--checkpoint", str(ck)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = dict(re.findall(r"^\| ([^|]+?) \| ([0-9.]+) \|", r.stdout, re.M))
+    assert set(rows) == {"the quiz question", "no question", "the training query, verbatim",
+                         "training query + reasoning, reasoning format", "mutual information (quiz question − no question)"}
+    cloze = evaluate(m, tok, ["demo"], ["cloze"], log=lambda *a: None)["results"][0]
+    assert abs(float(rows["the quiz question"]) - cloze["acc"]) < 1e-3
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo_quiz_contexts.py"), "--checkpoint", "/no/such.pt"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
