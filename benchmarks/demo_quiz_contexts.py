@@ -15,35 +15,22 @@ it) with these contexts:
 Plus "mutual information": the quiz-question score minus the no-question score, which measures how much the
 question itself moves each option (Holtzman et al., 2021, "Surface form competition").
 """
-import json
-from pathlib import Path
-
 import torch
 
-from medllm.checkpoint import find_checkpoint, load_checkpoint
-from medllm.core import ArgParser, asset_path, cli
-from medllm.evaluate import bootstrap_ci, loglikelihoods
-from medllm.model import model_from_checkpoint
+from medllm.core import ArgParser, cli, demo_corpus, demo_quiz
+from medllm.evaluate import bootstrap_ci, load_evaluated, loglikelihoods
 from medllm.reasoning import ANSWER, QUESTION, THINKING
-from medllm.tokenizer import tokenizer_from_spec
 
 
 @cli
 def main(argv=None):
     p = ArgParser(prog="demo_quiz_contexts", description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="a run folder (its newest checkpoint) or a checkpoint file")
+    p.add_argument("--checkpoint", required=True, help="any form medllm-evaluate takes: a run folder, a checkpoint, an export")
     a = p.parse_args(argv)
-    path = Path(a.checkpoint)
-    if path.is_dir():
-        found = find_checkpoint("latest", path)
-        if found is None: raise FileNotFoundError(f"no loadable checkpoint in {path}")
-        path, ck = found
-    else:
-        if not path.is_file(): raise FileNotFoundError(f"--checkpoint not found: {path}")
-        ck = load_checkpoint(path)
-    model, tok = model_from_checkpoint(ck).eval(), tokenizer_from_spec(ck["tokenizer"])
-    quiz = [json.loads(line) for line in asset_path("demo_quiz.jsonl").read_text().splitlines() if line.strip()]
-    corpus = {r["synth_id"]: r for r in map(json.loads, asset_path("demo_corpus.jsonl").read_text().splitlines()) if r}
+    model, tok, meta = load_evaluated(a.checkpoint)
+    model.eval()
+    quiz = demo_quiz()
+    corpus = {r["synth_id"]: r for r in demo_corpus()}
     rows = [corpus[q["source_synth_id"]] for q in quiz]
 
     def scores(contexts) -> list[list[float]]:
@@ -70,8 +57,8 @@ def main(argv=None):
         "training query + reasoning, reasoning format": [[QUESTION, r["query"], THINKING, r["synthetic_reasoning"], ANSWER] for r in rows],
     }
     got = {name: scores(c) for name, c in contexts.items()}
-    seen = f"{ck['tokens_seen']:,} tokens" if isinstance(ck.get("tokens_seen"), int) else "tokens not recorded"
-    print(f"{path} (step {ck.get('step')}, {seen}): {len(quiz)} questions, chance 0.25")
+    seen = f"{meta['tokens_seen']:,} tokens" if isinstance(meta.get("tokens_seen"), int) else "tokens not recorded"
+    print(f"{meta['path']} (step {meta.get('step')}, {seen}): {len(quiz)} questions, chance 0.25")
     print("| context | accuracy | 95% interval | acc_norm | 95% interval |\n|---|---:|---|---:|---|")
     for name, s in got.items():
         raw, norm = correct(s, False), correct(s, True)

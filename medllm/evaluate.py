@@ -29,7 +29,7 @@ from .tokenizer import Tokenizer
 # %% auto #0
 __all__ = ['BENCHMARKS', 'YES_NO_MAYBE', 'Item', 'pubmedqa_test_ids', 'to_item', 'load_benchmark', 'letter_request',
            'cloze_request', 'loglikelihoods', 'loglikelihoods_naive', 'score_items', 'bootstrap_ci', 'summarize',
-           'contamination', 'evaluate', 'main']
+           'contamination', 'evaluate', 'load_evaluated', 'main']
 
 # %% ../nbs/30_evaluate.ipynb #1ce372a1
 @dataclass
@@ -355,7 +355,28 @@ def _chart(results: list[dict]):
     fig.update_layout(yaxis_title="accuracy", yaxis_range=[0, 1], height=350, margin=dict(t=20, b=20))
     return fig
 
-# %% ../nbs/30_evaluate.ipynb #4db9c348
+# %% ../nbs/30_evaluate.ipynb #73299a9e
+def load_evaluated(checkpoint: str | Path, device="cpu") -> tuple[GPT, Tokenizer, dict]:
+    "Model, tokenizer and what was evaluated (path; step, tokens seen and training config for checkpoints) from any `--checkpoint` form."
+    from medllm.checkpoint import find_checkpoint, load_checkpoint
+    from medllm.export import load_exported
+    from medllm.model import model_from_checkpoint
+    from medllm.tokenizer import tokenizer_from_spec
+    path = Path(checkpoint)
+    if path.is_dir() and (path / "medllm.json").exists():                 # an exported (transformers) folder
+        model, tok = load_exported(path, device)
+        return model, tok, {"path": str(path)}
+    if path.is_dir():                                                      # a run folder: its newest loadable checkpoint
+        found = find_checkpoint("latest", path)
+        if found is None: raise FileNotFoundError(f"{path} holds neither an exported model (medllm.json) nor a loadable checkpoint")
+        path, ck = found
+    else:
+        if path.name == "latest" and path.is_file(): path = path.parent / path.read_text().strip()
+        ck = load_checkpoint(path)
+    meta = {"path": str(path), **{k: ck.get(k) for k in ("step", "tokens_seen", "train_config")}}
+    return model_from_checkpoint(ck, device), tokenizer_from_spec(ck["tokenizer"]), meta
+
+# %% ../nbs/30_evaluate.ipynb #8240b4fa
 @cli
 def main(argv: list[str] | None = None):
     "medllm-evaluate: MedQA, MedMCQA, PubMedQA and the demo quiz, by log-likelihood."
@@ -390,25 +411,9 @@ def main(argv: list[str] | None = None):
         if not eq: raise ValueError(f"--files entry {e!r} must be benchmark=path")
         files[k.strip()] = v.strip()
     if a.data_dir and not Path(a.data_dir).is_dir(): raise FileNotFoundError(f"--data_dir not found: {a.data_dir}")
-    from medllm.checkpoint import find_checkpoint, load_checkpoint
-    from medllm.export import load_exported
-    from medllm.model import model_from_checkpoint
-    from medllm.tokenizer import tokenizer_from_spec
-    path, device = Path(a.checkpoint), get_device(a.device)
-    if path.is_dir() and (path / "medllm.json").exists():                 # an exported (transformers) folder
-        (model, tok), meta = load_exported(path, device), {"path": str(path)}
-    else:
-        if path.is_dir():                                                  # a run folder: its newest loadable checkpoint
-            found = find_checkpoint("latest", path)
-            if found is None: raise FileNotFoundError(f"{path} holds neither an exported model (medllm.json) nor a loadable checkpoint")
-            path, ck = found
-        else:
-            if path.name == "latest" and path.is_file(): path = path.parent / path.read_text().strip()
-            ck = load_checkpoint(path)
-        model, tok = model_from_checkpoint(ck, device), tokenizer_from_spec(ck["tokenizer"])
-        meta = {"path": str(path), **{k: ck.get(k) for k in ("step", "tokens_seen", "train_config")}}
-        want = (ck.get("train_config") or {}).get("model")
-        if a.model and want and a.model != want: raise ValueError(f"--model {a.model} but the checkpoint is a {want} model")
+    model, tok, meta = load_evaluated(a.checkpoint, get_device(a.device))
+    want = (meta.get("train_config") or {}).get("model")
+    if a.model and want and a.model != want: raise ValueError(f"--model {a.model} but the checkpoint is a {want} model")
     evaluate(model, tok, names, modes, a.data_dir, files, a.num_questions, a.seed, a.output, meta, a.batch_size, a.reasoning_tokens)
     print(f"wrote {a.output}/results.json, predictions.jsonl, results.html")
 

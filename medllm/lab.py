@@ -24,8 +24,8 @@ from .export import load_model
 from .layers import KVCache
 from .model import GPT, _sample
 from .packing import DataConfig, Pipeline
-from .reasoning import SPECIAL_TOKENS, Special, prompt_parts
-from .report import CURVES, choice_label, curve_data, curves_figure, eval_rows, fmt, load_eval, read_records
+from .reasoning import SPECIAL_TOKENS, prompt_parts
+from .report import choice_label, curve_data, curves_figure, eval_rows, fmt, load_eval, read_records
 from .sources import iter_documents, parse_datasets
 from .tokenizer import Tokenizer, get_tokenizer
 
@@ -212,7 +212,7 @@ class TrainingDashboard(Lab):
         self.fig = go.FigureWidget(curves_figure([], height=height))
         self.status = W.HTML()
         self.ui = W.VBox([self.status, self.fig])
-        self._stop, self._thread, self.refreshes = threading.Event(), None, 0
+        self._stop, self._thread, self._total = threading.Event(), None, None   # _total: run_info's total_steps, read once
         self.refresh()
 
     def done(self) -> bool:
@@ -230,25 +230,25 @@ class TrainingDashboard(Lab):
                 for trace, (x, y) in zip(self.fig.data, data): trace.x, trace.y = x, y
                 self.fig.update_annotations(selector=dict(name="mfu-note"), visible=not data[4][0])
         self.status.value = self._status()
-        self.refreshes += 1
         return new
 
     def _status(self) -> str:
         train = [r for r in self.records if "loss" in r]
         val = [r for r in self.records if r.get("val_loss") is not None]
-        total, p = None, self.run_dir / "run_info.json"
-        if p.is_file():
-            try: total = json.loads(p.read_text()).get("total_steps")
+        p = self.run_dir / "run_info.json"
+        if self._total is None and p.is_file():
+            try: self._total = json.loads(p.read_text()).get("total_steps")
             except ValueError: pass  # being written
+        total, finished = self._total, self.done()
         if not train and not val: return f"<b>{html.escape(str(self.run_dir))}</b>: waiting for metrics.jsonl"
         last = train[-1] if train else {}
         parts = [f"step {last.get('step', 0):,}" + (f" / {total:,}" if total else "")]
         if train: parts += [f"loss {last['loss']:.4f}", f"{last['tokens_per_s']:,.0f} tokens/s"]
         if last.get("mfu") is not None: parts.append(f"MFU {last['mfu']:.1%}")
         if val: parts.append(f"val loss {val[-1]['val_loss']:.4f} (step {val[-1]['step']})")
-        if total and train and not self.done() and last["step"] > 0:
+        if total and train and not finished and last["step"] > 0:
             parts.append(f"about {last['time'] / last['step'] * (total - last['step']):.0f} s to go")
-        state = "finished" if self.done() else "running"
+        state = "finished" if finished else "running"
         return f"<b>{html.escape(self.run_dir.name)}</b> ({state}): " + " · ".join(parts)
 
     def watch(self, interval: float = 2.0, timeout: float | None = None):

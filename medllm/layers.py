@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.attention import sdpa_kernel
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # %% auto #0
 __all__ = ['ATTENTION_BACKENDS', 'RMSNorm', 'rope_tables', 'rotate_half', 'apply_rope', 'sdpa_order', 'KVCache',
@@ -51,16 +51,15 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (x.float() * cos + rotate_half(x.float()) * sin).to(x.dtype)
 
 # %% ../nbs/10_layers.ipynb #af23df76
-ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
+_SDPA_KERNELS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+                 "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+ATTENTION_BACKENDS = ("auto", *_SDPA_KERNELS)
 
 
 def sdpa_order(backend: str) -> list:
     "SDPA kernels, `backend` first and the others after it as fallbacks."
-    from torch.nn.attention import SDPBackend
-    kernels = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
-               "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
-    if backend not in kernels: raise ValueError(f"unknown attention backend {backend!r}: use {', '.join(ATTENTION_BACKENDS)}")
-    return [kernels[backend]] + [k for name, k in kernels.items() if name != backend]
+    if backend not in _SDPA_KERNELS: raise ValueError(f"unknown attention backend {backend!r}: use {', '.join(ATTENTION_BACKENDS)}")
+    return [_SDPA_KERNELS[backend]] + [k for name, k in _SDPA_KERNELS.items() if name != backend]
 
 
 class KVCache:

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from .layers import ATTENTION_BACKENDS, Block, KVCache, RMSNorm, linear_cross_entropy, rope_tables, softcap, swiglu_hidden
 
 # %% auto #0
-__all__ = ['CONFIGS', 'MODEL_FORMAT', 'pad_vocab', 'ModelConfig', 'nano', 'tiny', 'small', 'medium', 'baguette', 'get_config',
-           'GPT', 'param_table', 'generate', 'save_model', 'file_digest', 'write_digest', 'load_checkpoint_file',
-           'model_from_checkpoint']
+__all__ = ['CONFIGS', 'LOSS_IMPLS', 'MODEL_FORMAT', 'pad_vocab', 'ModelConfig', 'nano', 'tiny', 'small', 'medium', 'baguette',
+           'get_config', 'resolve_loss', 'GPT', 'param_table', 'generate', 'save_model', 'file_digest', 'write_digest',
+           'load_checkpoint_file', 'model_from_checkpoint']
 
 # %% ../nbs/11_model.ipynb #e26477b2
 def pad_vocab(n_vocab: int, multiple: int = 128) -> int:
@@ -90,6 +90,16 @@ def get_config(name: str, **overrides) -> ModelConfig:
     return ModelConfig(**{**base, **overrides})
 
 # %% ../nbs/11_model.ipynb #81dd82d9
+LOSS_IMPLS = ("chunked", "full")
+
+
+def resolve_loss(loss: str, compiled: bool) -> str:
+    "The `loss_impl` for a `--loss` choice: 'auto' is the full cross-entropy when the model is compiled, else the chunked one."
+    if loss == "auto": return "full" if compiled else "chunked"
+    if loss not in LOSS_IMPLS: raise ValueError(f"unknown loss {loss!r}: use auto, {', '.join(LOSS_IMPLS)}")
+    return loss
+
+
 class GPT(nn.Module):
     "A decoder-only transformer in the Qwen3 layout (see `ModelConfig`); single-device, no parallelism inside."
     def __init__(self, config: ModelConfig):
@@ -154,7 +164,7 @@ class GPT(nn.Module):
         if targets is None: return self.logits(x)                                         # (B, T, V)
         if self.loss_impl == "full":
             return F.cross_entropy(self.logits(x).float().flatten(0, 1), targets.flatten(), ignore_index=-1)
-        if self.loss_impl != "chunked": raise ValueError(f"unknown loss_impl {self.loss_impl!r}: use chunked or full")
+        if self.loss_impl != "chunked": raise ValueError(f"unknown loss_impl {self.loss_impl!r}: use {' or '.join(LOSS_IMPLS)}")
         return linear_cross_entropy(x, self.lm_head.weight, targets, self.config.logit_softcap)  # no (B·T, V) logits
 
     def num_params(self, embedding: bool = True) -> int:

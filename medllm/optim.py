@@ -69,9 +69,9 @@ class Muon(torch.optim.Optimizer):
                 owners = [(i + k) % world for k in range(len(idx))]          # round robin over all matrices, shape by shape
                 i += len(idx)
                 owned += [(params[j], o) for j, o in zip(idx, owners)]
-                P = [params[j] for j, o in zip(idx, owners) if o == rank]     # the others are orthogonalised elsewhere
-                if not P: continue
-                bufs_p = [self.state[p]["momentum_buffer"] for p in P]
+                mine = [j for j, o in zip(idx, owners) if o == rank]          # the others are orthogonalised elsewhere
+                if not mine: continue
+                P, bufs_p = [params[j] for j in mine], [bufs[j] for j in mine]
                 U = torch._foreach_lerp([p.grad for p in P], bufs_p, mom) if g["nesterov"] else bufs_p  # look ahead along the momentum
                 tall = [p.size(0) > p.size(1) for p in P]
                 update = newton_schulz(torch.stack([u.mT if t else u for u, t in zip(U, tall)]), g["ns_steps"], dtype=g["ns_dtype"])

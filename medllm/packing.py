@@ -68,6 +68,7 @@ def pack_rows(pieces: Iterator[Piece], row_len: int, buffer_size: int = 1000, st
                 stats[f"dropped/{buf[keys[0]][0].source}"] += keys[0][0] - space
             p, pid = buf.pop(keys.pop(i))
             held[pid] -= 1
+            if not held[pid]: del held[pid]                            # only buffered pieces are kept: no growth
             stats[f"buffered/{p.source}"] -= len(p.ids)
             take = min(len(p.ids), space)
             if not row: starts_doc = p.doc_start

@@ -15,6 +15,7 @@ import statistics
 from pathlib import Path
 
 from .core import ArgParser, cli
+from .reasoning import LETTERS
 from .sources import parse_datasets
 
 # %% auto #0
@@ -96,10 +97,11 @@ def curves_figure(records: list[dict], height: int = 520):
     fig = make_subplots(rows=2, cols=2, vertical_spacing=0.18, horizontal_spacing=0.1,
                         subplot_titles=("loss (nats/token)", "learning-rate multiplier", "throughput (tokens/s, all processes)", "MFU (%)"))
     where = [(1, 1), (1, 1), (1, 2), (2, 1), (2, 2)]
-    for name, (x, y), (r, c) in zip(CURVES, curve_data(records), where):
+    data = curve_data(records)
+    for name, (x, y), (r, c) in zip(CURVES, data, where):
         fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines+markers" if name == "val loss" else "lines"), r, c)
     fig.add_annotation(text="not measured: no datasheet peak FLOP/s for this device", name="mfu-note", showarrow=False,
-                       xref="x4 domain", yref="y4 domain", x=0.5, y=0.5, visible=not curve_data(records)[4][0])
+                       xref="x4 domain", yref="y4 domain", x=0.5, y=0.5, visible=not data[4][0])
     fig.update_layout(height=height, margin=dict(t=70, b=30, l=50, r=20), legend=dict(orientation="h", y=1.12, x=0))
     for c in (1, 2): fig.update_xaxes(title_text="step", row=2, col=c)
     return fig
@@ -216,7 +218,7 @@ def eval_rows(results: dict) -> list[dict]:
 
 def choice_label(benchmark: str, i: int) -> str:
     "How a choice index reads: yes/no/maybe for PubMedQA, a letter otherwise."
-    return ("yes", "no", "maybe")[i] if benchmark == "pubmedqa" else "ABCDEFGHIJ"[i]
+    return ("yes", "no", "maybe")[i] if benchmark == "pubmedqa" else LETTERS[i]
 
 
 def eval_figure(results: dict, height: int = 340):

@@ -28,7 +28,7 @@ from .checkpoint import CheckpointWriteError, find_checkpoint, rng_state, save_c
 from .core import (ArgParser, autocast, cli, dist_info, fault, get_device, get_dtype, kill_point, print0, seed_everything,
                          writable_dir)
 from .layers import ATTENTION_BACKENDS
-from .model import CONFIGS, GPT, ModelConfig, generate, get_config, pad_vocab
+from .model import CONFIGS, GPT, ModelConfig, generate, get_config, pad_vocab, resolve_loss
 from .optim import build_optimizer, lr_multiplier
 from .packing import DataConfig, Pipeline, ShardRows, TokenRows, make_loader, read_metadata
 from .reasoning import format_question, prompt_parts
@@ -95,7 +95,7 @@ class TrainConfig:
         if self.seq_len > limit: raise ValueError(f"seq_len {self.seq_len} is beyond model {self.model!r}'s maximum of {limit}")
         if self.max_steps is None and self.max_tokens is None: raise ValueError("give max_steps or max_tokens")
         if self.optimizer not in ("muon", "adamw"): raise ValueError(f"unknown optimizer {self.optimizer!r}: use muon or adamw")
-        if self.loss not in ("auto", "chunked", "full"): raise ValueError(f"unknown loss {self.loss!r}: use auto, chunked or full")
+        resolve_loss(self.loss, self.compile)   # raises on an unknown name
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"unknown attention {self.attention!r}: use {', '.join(ATTENTION_BACKENDS)}")
         if self.nonfinite not in ("stop", "skip"): raise ValueError(f"nonfinite must be stop or skip, got {self.nonfinite!r}")
@@ -323,9 +323,7 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
                 return json.loads(done.read_text()) if done.is_file() else {"steps": start_step, "tokens": tokens_seen}
 
     model = GPT(mcfg).to(device)
-    # compiled, the full cross-entropy is fused and was faster on an H100 at no memory cost (medllm-bench, README);
-    # in eager mode the chunked one spares the (B·T, V) float32 logits
-    model.loss_impl = cfg.loss if cfg.loss != "auto" else ("full" if cfg.compile else "chunked")
+    model.loss_impl = resolve_loss(cfg.loss, cfg.compile)   # auto: the full cross-entropy when compiled (11_model)
     model.set_attention(cfg.attention)
     if ckpt: model.load_state_dict(ckpt["model"])
     opt = build_optimizer(model, cfg.optimizer, cfg.lr_matrix, cfg.lr_embed, cfg.lr_head, cfg.lr_scalar, cfg.lr_adamw, cfg.weight_decay,
@@ -393,7 +391,7 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
         if info.is_distributed:  # the mean over ranks (gloo has no AVG reduction)
             dist.all_reduce(step_loss)
             step_loss /= info.world_size
-        if not (torch.isfinite(step_loss) and torch.isfinite(grad_norm)):
+        if not torch.isfinite(torch.stack((step_loss, grad_norm.to(step_loss.dtype)))).all():   # one host sync per step
             what = f"loss is {step_loss.item()}" if not torch.isfinite(step_loss) else f"gradient norm is {grad_norm.item()}"
             if cfg.nonfinite == "stop":
                 raise TrainingError(f"{what} at step {step}: stopping; the last good checkpoint in {out} is kept "
