@@ -23,7 +23,7 @@ import torch
 from .core import ArgParser, cli, get_device, get_dtype, seed_everything, writable_dir
 from .export import hf_config
 from .layers import ATTENTION_BACKENDS
-from .model import CONFIGS, GPT, LOSS_IMPLS, get_config, resolve_loss
+from .model import CONFIGS, GPT, LOSS_IMPLS, PROJECTIONS, RESIDUALS, get_config, resolve_loss
 from .optim import build_optimizer, newton_schulz
 from .train import estimate_run, forward_backward
 
@@ -68,8 +68,8 @@ def _qwen3(cfg):
 def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: torch.device, optimizer: str = "muon",
                dtype: torch.dtype | None = None, compile: bool = False, steps: int = 10, warmup: int = 3,
                vocab_size: int = 50304, seed: int = 0, loss_impl: str = "chunked",
-               attention: str = "auto", profile: int = 0) -> dict:
-    "Time the training step of `impl` ('medllm' or 'transformers') for one preset and batch shape (`loss_impl`, `attention`: medllm's cross-entropy and SDPA kernel)."
+               attention: str = "auto", residual: str = "compute", projections: str = "fused", profile: int = 0) -> dict:
+    "Time the training step of `impl` ('medllm' or 'transformers') for one preset and batch shape (`loss_impl`, `attention`, `residual`, `projections`: medllm's step settings, 11_model)."
     if impl not in ("medllm", "transformers"): raise ValueError(f"unknown implementation {impl!r}: use medllm or transformers")
     if impl == "transformers" and optimizer != "adamw": raise ValueError("the transformers baseline trains with AdamW only")
     if loss_impl not in LOSS_IMPLS: raise ValueError(f"unknown loss {loss_impl!r}: use {' or '.join(LOSS_IMPLS)}")
@@ -81,7 +81,8 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
     if impl == "medllm":
         model = GPT(cfg).to(device)
         model.loss_impl = loss_impl
-        model.set_attention(attention)
+        model.set_attention(attention).set_projections(projections)
+        model.residual = residual
         opt = build_optimizer(model, optimizer, fused=fused)
         train_model = torch.compile(model) if compile else model
         def grads(rows): return forward_backward(train_model, model, [rows], device, dtype, grad_clip=1.0)[0]
@@ -111,7 +112,8 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
     tokens = batch_size * seq_len
     res = {"impl": impl, "preset": preset, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
             "batch_size": batch_size, "seq_len": seq_len, "optimizer": optimizer, "loss": loss_impl if impl == "medllm" else "transformers",
-            "attention": attention if impl == "medllm" else "sdpa", "compile": compile, "dtype": str(dtype).removeprefix("torch."),
+            "attention": attention if impl == "medllm" else "sdpa", "residual": residual if impl == "medllm" else None,
+            "projections": projections if impl == "medllm" else None, "compile": compile, "dtype": str(dtype).removeprefix("torch."),
             "steps": steps, "step_ms": step * 1e3, "tokens_per_s": tokens / step,
             "optimizer_share": statistics.median(t_opt) / step, "first_step_s": first, "compile_s": max(first - step, 0.0),
             "peak_memory_gb": _peak_memory_gb(device), "final_loss": float(loss)}
@@ -149,8 +151,8 @@ def _muon_per_matrix(params, bufs, lr: float = 0.02, momentum: float = 0.95):
 
 
 @torch.no_grad()
-def bench_muon(preset: str, device: torch.device, steps: int = 5) -> dict:
-    "Milliseconds per Muon step on `preset`'s hidden matrices: the batched optimizer vs one matrix at a time."
+def bench_muon(preset: str, device: torch.device, steps: int = 5, profile: int = 0) -> dict:
+    "Milliseconds per Muon step on `preset`'s hidden matrices: the batched optimizer vs one matrix at a time (and, with `profile`, its top kernels)."
     seed_everything(0)
     model = GPT(get_config(preset, vocab_size=128)).to(device)    # the vocabulary does not touch Muon's matrices
     opt = build_optimizer(model, "muon").opts["muon"]               # the matrices the recipe gives Muon
@@ -165,7 +167,8 @@ def bench_muon(preset: str, device: torch.device, steps: int = 5) -> dict:
         return (time.perf_counter() - t0) / steps * 1e3
     batched, looped = timed(opt.step), timed(lambda: _muon_per_matrix(mats, bufs))
     return {"preset": preset, "matrices": len(mats), "shapes": len({tuple(p.shape) for p in mats}),
-            "batched_ms": batched, "per_matrix_ms": looped, "speedup": looped / batched}
+            "batched_ms": batched, "per_matrix_ms": looped, "speedup": looped / batched,
+            **({"profile": _profile(lambda i: opt.step(), device, profile)} if profile else {})}
 
 # %% ../nbs/32_bench.ipynb #2a727362
 def bench_data(seq_len: int = 256, batch_size: int = 8, batches: int = 200, tokenizer: str = "cl100k", datasets: str = "sample") -> dict:
@@ -226,22 +229,47 @@ def parse_configs(spec: str, batch_size: int, seq_len: int) -> list[tuple[str, i
 
 # %% ../nbs/32_bench.ipynb #7232009a
 def _variant(r: dict) -> str:
-    "A run's name: medllm-muon, medllm-adamw-fullce, medllm-muon-fullce-cudnn, transformers-adamw."
-    return f"{r['impl']}-{r['optimizer']}" + ("-fullce" if r.get("loss") == "full" else "") + \
-        (f"-{r['attention']}" if r.get("attention") not in (None, "auto", "sdpa") else "")
+    "A run's name: medllm-muon, medllm-adamw-fullce, medllm-adamw-fullce-cudnn, medllm-adamw-float32-residual, transformers-adamw."
+    name = f"{r['impl']}-{r['optimizer']}" + ("-fullce" if r.get("loss") == "full" else "")
+    if r.get("attention") not in (None, "auto", "sdpa"): name += f"-{r['attention']}"
+    if r.get("residual") not in (None, "compute"): name += f"-{r['residual']}-residual"
+    if r.get("projections") not in (None, "fused"): name += f"-{r['projections']}-proj"
+    return name
+
+
+def _plan(configs, impls, optimizers, choices: dict) -> list[tuple]:
+    """(preset, batch, seq, impl, optimizer, settings) in the order they run. `choices`: medllm's step settings, each a
+    list whose first value is the recipe's. First, for every preset: the recipe's step with the first optimizer, the
+    transformers baseline, the other optimizers. Then the variants: each changes one setting of the recipe's step and
+    runs with AdamW (it changes the model step; the optimizer is measured by the runs before)."""
+    default = {k: v[0] for k, v in choices.items()}
+    variants = [{**default, k: x} for k, vals in choices.items() for x in vals[1:]]
+    ablate_with = "adamw" if "adamw" in optimizers else optimizers[0]
+    first, later = [], []
+    for preset, b, t in configs:
+        med = [("medllm", o, default) for o in optimizers] if "medllm" in impls else []
+        base = [("transformers", "adamw", None)] if "transformers" in impls else []
+        first += [(preset, b, t, *x) for x in med[:1] + base + med[1:]]
+        if "medllm" in impls: later += [(preset, b, t, "medllm", ablate_with, v) for v in variants]
+    return first + later   # what a run cut short by its time budget must keep comes first
 
 
 def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device, impls=("medllm", "transformers"),
               optimizers=("muon", "adamw"), compile: bool = False, steps: int = 10, warmup: int = 3, vocab_size: int = 50304,
               data: bool = True, evaluation: bool = True, log=print, losses=("chunked",), attentions=("auto",), muon: bool = True,
-              time_budget: float | None = None, on_update=None, profile: int = 0) -> dict:
+              time_budget: float | None = None, on_update=None, profile: int = 0, residuals=("compute",),
+              projections=("fused",)) -> dict:
     """Every measurement of this notebook in one run; returns the JSON-ready record.
-    `configs`: preset names (at `batch_size` × `seq_len`) or (preset, batch, seq) triples. A run that fails is recorded
-    with its error and the others go on; once `time_budget` seconds have passed the remaining runs are recorded as skipped.
-    `on_update(record)` is called after every run (the CLI writes the JSON each time, so a cut-off job keeps its figures)."""
+    `configs`: preset names (at `batch_size` × `seq_len`) or (preset, batch, seq) triples. `losses`, `attentions`,
+    `residuals`, `projections`: medllm's step settings, the first of each the recipe's, every other one a variant (see
+    `_plan`). A run that fails is recorded with its error and the others go on; once `time_budget` seconds have passed
+    the remaining runs are recorded as skipped. `on_update(record)` is called after every run (the CLI writes the JSON
+    each time, so a cut-off job keeps its figures)."""
     t_start = time.perf_counter()
     configs = [c if isinstance(c, tuple) else (c, batch_size, seq_len) for c in configs]
-    losses = list(dict.fromkeys(resolve_loss(l, compile) for l in losses))    # auto: as fit chooses
+    choices = {"residual": residuals, "projections": projections, "attention": attentions,
+               "loss": [resolve_loss(l, compile) for l in losses]}
+    choices = {k: list(dict.fromkeys(v)) for k, v in choices.items()}      # auto resolved as fit does; repeats dropped
     peak = matmul_peak(device)
     log(f"matmul peak: {peak / 1e12:.2f} TFLOP/s ({device})")
     out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "device": _device_name(device),
@@ -249,34 +277,31 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
            "matmul_peak_flops": peak, "configs": [list(c) for c in configs], "vocab_size": vocab_size, "compile": compile,
            "runs": [], "ratios": {}}
     runs = out["runs"]
-    for preset, b, t in configs:
-        fpt = flops_per_token(preset, vocab_size, t)
-        medllm = [("medllm", o, l, a) for a in attentions for l in losses for o in optimizers] if "medllm" in impls else []
-        base = [("transformers", "adamw", "chunked", "auto")] if "transformers" in impls else []
-        plan = medllm[:1] + base + medllm[1:]      # the recipe's step and its baseline first: what a cut-off run must keep
-        for impl, optimizer, loss, attention in plan:
-            head = {"impl": impl, "preset": preset, "optimizer": optimizer, "loss": loss if impl == "medllm" else "transformers",
-                    "attention": attention if impl == "medllm" else "sdpa", "batch_size": b, "seq_len": t}
-            if time_budget is not None and time.perf_counter() - t_start > time_budget:
-                runs.append({**head, "skipped": f"time budget of {time_budget:.0f} s spent"}); log(f"{preset:8} {_variant(head):22} skipped")
-                continue
-            try:
-                r = bench_step(impl, preset, b, t, device, optimizer, compile=compile, steps=steps, warmup=warmup,
-                               vocab_size=vocab_size, loss_impl=loss, attention=attention, profile=profile)
-            except Exception as e:                                   # an out-of-memory or a compile failure: record it, go on
-                runs.append({**head, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"})
-                log(f"{preset:8} {_variant(head):22} failed: {runs[-1]['error']}")
-            else:
-                r["mfu"], r["flops_per_token"] = r["tokens_per_s"] * fpt / peak, fpt
-                runs.append(r)
-                log(f"{preset:8} {_variant(r):22} {b}x{t} {r['tokens_per_s']:>12,.0f} tokens/s  MFU {r['mfu']:.1%}  "
-                    f"optimizer {r['optimizer_share']:.1%}  peak mem {r['peak_memory_gb']:.2f} GB  compile {r['compile_s']:.0f} s")
-            if device.type == "cuda": torch.cuda.empty_cache()
-            if on_update: on_update(out)
+    for preset, b, t, impl, optimizer, settings in _plan(configs, impls, optimizers, choices):
+        theirs = {"loss": "transformers", "attention": "sdpa", "residual": None, "projections": None}
+        head = {"impl": impl, "preset": preset, "optimizer": optimizer, **(settings or theirs), "batch_size": b, "seq_len": t}
+        if time_budget is not None and time.perf_counter() - t_start > time_budget:
+            runs.append({**head, "skipped": f"time budget of {time_budget:.0f} s spent"}); log(f"{preset:8} {_variant(head):30} skipped")
+            continue
+        try:
+            kw = {"loss_impl": settings["loss"], **{k: settings[k] for k in ("attention", "residual", "projections")}} if settings else {}
+            r = bench_step(impl, preset, b, t, device, optimizer, compile=compile, steps=steps, warmup=warmup,
+                           vocab_size=vocab_size, profile=profile, **kw)
+        except Exception as e:                                   # an out-of-memory or a compile failure: record it, go on
+            runs.append({**head, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"})
+            log(f"{preset:8} {_variant(head):30} failed: {runs[-1]['error']}")
+        else:
+            fpt = flops_per_token(preset, vocab_size, t)
+            r["mfu"], r["flops_per_token"] = r["tokens_per_s"] * fpt / peak, fpt
+            runs.append(r)
+            log(f"{preset:8} {_variant(r):30} {b}x{t} {r['tokens_per_s']:>12,.0f} tokens/s  MFU {r['mfu']:.1%}  "
+                f"optimizer {r['optimizer_share']:.1%}  peak mem {r['peak_memory_gb']:.2f} GB  compile {r['compile_s']:.0f} s")
+        if device.type == "cuda": torch.cuda.empty_cache()
+        if on_update: on_update(out)
     summarize(out)
     ref = out.get("projection", {}).get("preset")
     if muon and "medllm" in impls and "muon" in optimizers:
-        try: out["muon"] = bench_muon(ref or configs[0][0], device)
+        try: out["muon"] = bench_muon(ref or configs[0][0], device, profile=profile)
         except Exception as e: out["muon"] = {"error": f"{type(e).__name__}: {e}"[:300]}
     for key, wanted, fn in (("data_loader", data, bench_data), ("evaluation", evaluation, lambda: bench_eval(device))):
         if not wanted: continue
@@ -351,8 +376,11 @@ def main(argv: list[str] | None = None):
     p.add_argument("--seq_len", type=int, default=1024, help="sequence length for presets given without a shape")
     p.add_argument("--impls", default="medllm,transformers", help="medllm, transformers")
     p.add_argument("--optimizers", default="muon,adamw", help="medllm's optimizers to time: muon, adamw")
-    p.add_argument("--losses", default="auto", help="medllm's cross-entropy implementations to time: auto (as fit: full when compiled), chunked, full")
+    p.add_argument("--losses", default="auto", help="medllm's cross-entropy implementations to time: auto (as fit: full when compiled), chunked, full; "
+                   "for this and the next three lists the first value is the recipe's step and every other one a one-change variant")
     p.add_argument("--attention", default="auto", help=f"medllm's preferred SDPA kernels to time: {', '.join(ATTENTION_BACKENDS)}")
+    p.add_argument("--residual", default="compute", help=f"medllm's residual stream under autocast: {', '.join(RESIDUALS)}")
+    p.add_argument("--projections", default="fused", help=f"medllm's q/k/v and gate/up products: {', '.join(PROJECTIONS)}")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--steps", type=int, default=10, help="timed steps per run")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (the first compiles)")
@@ -374,18 +402,16 @@ def main(argv: list[str] | None = None):
         if not isinstance(res, dict) or not {"runs", "device", "matmul_peak_flops"} <= set(res):
             raise ValueError(f"--show: {a.show} is not a medllm-bench JSON file")
         return print_summary(summarize(res))
-    def names(flag, allowed):
+    def names(flag, allowed, what=None):
         got = [x.strip() for x in getattr(a, flag).split(",") if x.strip()]
         for x in got:
-            if x not in allowed: raise ValueError(f"unknown {flag[:-1]} {x!r} in --{flag}: use {' or '.join(allowed)}")
+            if x not in allowed: raise ValueError(f"unknown {what or flag[:-1]} {x!r} in --{flag}: use {' or '.join(allowed)}")
         if not got: raise ValueError(f"--{flag} is empty")
         return got
     impls = names("impls", ("medllm", "transformers"))
     optimizers, losses = names("optimizers", ("muon", "adamw")), names("losses", ("auto", "chunked", "full"))
-    attentions = [x.strip() for x in a.attention.split(",") if x.strip()]
-    for x in attentions:
-        if x not in ATTENTION_BACKENDS: raise ValueError(f"unknown attention {x!r} in --attention: use {' or '.join(ATTENTION_BACKENDS)}")
-    if not attentions: raise ValueError("--attention is empty")
+    attentions, residuals = names("attention", ATTENTION_BACKENDS, "attention"), names("residual", RESIDUALS, "residual")
+    projections = names("projections", PROJECTIONS, "projections")
     for name in ("batch_size", "seq_len", "steps", "vocab_size"):
         if getattr(a, name) < 1: raise ValueError(f"--{name} must be >= 1, got {getattr(a, name)}")
     if a.warmup < 1: raise ValueError(f"--warmup must be >= 1 (the first step compiles and allocates), got {a.warmup}")
@@ -397,7 +423,7 @@ def main(argv: list[str] | None = None):
     save = (lambda res: Path(a.output).write_text(json.dumps(res, indent=1))) if a.output else None
     res = run_bench(configs, a.batch_size, a.seq_len, device, impls, optimizers, a.compile, a.steps, a.warmup, a.vocab_size,
                     not a.no_data, not a.no_eval, losses=losses, attentions=attentions, muon=not a.no_muon, time_budget=a.time_budget, on_update=save,
-                    profile=a.profile)
+                    profile=a.profile, residuals=residuals, projections=projections)
     print_summary(res)
 
 
@@ -413,6 +439,7 @@ def print_summary(res: dict):
         m = res["muon"]
         print(f"Muon step ({m['preset']}, {m['matrices']} matrices in {m['shapes']} shapes): batched {m['batched_ms']:.1f} ms, "
               f"one matrix at a time {m['per_matrix_ms']:.1f} ms ({m['speedup']:.1f}x)")
+        for e in m.get("profile", []): print(f"  {e['ms_per_step']:9.2f} ms {e['calls_per_step']:6.0f}x  {e['name']}")
     if "projection" in res:
         pr = res["projection"]
         print(f"projection of {pr['preset']} ({pr['variant']}, {pr['assumptions']}):")

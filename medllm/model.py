@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from .layers import ATTENTION_BACKENDS, Block, KVCache, RMSNorm, linear_cross_entropy, rope_tables, softcap, swiglu_hidden
 
 # %% auto #0
-__all__ = ['CONFIGS', 'LOSS_IMPLS', 'MODEL_FORMAT', 'pad_vocab', 'ModelConfig', 'nano', 'tiny', 'small', 'medium', 'baguette',
-           'get_config', 'resolve_loss', 'GPT', 'param_table', 'generate', 'save_model', 'file_digest', 'write_digest',
-           'load_checkpoint_file', 'model_from_checkpoint']
+__all__ = ['CONFIGS', 'LOSS_IMPLS', 'RESIDUALS', 'PROJECTIONS', 'MODEL_FORMAT', 'pad_vocab', 'ModelConfig', 'nano', 'tiny',
+           'small', 'medium', 'baguette', 'get_config', 'resolve_loss', 'GPT', 'param_table', 'generate', 'save_model',
+           'file_digest', 'write_digest', 'load_checkpoint_file', 'model_from_checkpoint']
 
 # %% ../nbs/11_model.ipynb #e26477b2
 def pad_vocab(n_vocab: int, multiple: int = 128) -> int:
@@ -91,6 +91,8 @@ def get_config(name: str, **overrides) -> ModelConfig:
 
 # %% ../nbs/11_model.ipynb #81dd82d9
 LOSS_IMPLS = ("chunked", "full")
+RESIDUALS = ("compute", "float32")     # the residual stream under autocast: in the compute dtype (bf16) or in float32
+PROJECTIONS = ("fused", "separate")    # q/k/v and gate/up while training: one product each, or one per matrix
 
 
 def resolve_loss(loss: str, compiled: bool) -> str:
@@ -114,6 +116,7 @@ class GPT(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)  # (seq_len, D): derived, not saved
         self.register_buffer("rope_sin", sin, persistent=False)
         self.loss_impl = "chunked"   # or "full": how forward(idx, targets) computes the cross-entropy (see above)
+        self.residual = "compute"    # or "float32": the residual stream's dtype under autocast (see above)
         self.init_weights()
 
     @torch.no_grad()
@@ -143,7 +146,10 @@ class GPT(nn.Module):
         "Final normalised hidden states (B, T, C): `lm_head` of them are the logits (evaluation reads only the positions it needs)."
         B, T = idx.shape
         cos, sin = self.rope(T, kv_cache.pos if kv_cache is not None else 0, positions)
-        x = self.embed(idx)                                                   # (B, T, C)
+        x = self.embed(idx)                                                   # (B, T, C), the embedding's dtype
+        if self.residual not in RESIDUALS: raise ValueError(f"unknown residual {self.residual!r}: use {' or '.join(RESIDUALS)}")
+        if self.residual == "compute" and torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))                 # the whole stream in bf16 (see above)
         for block in self.blocks: x = block(x, cos, sin, kv_cache, attn_mask)
         return self.norm(x)
 
@@ -151,6 +157,13 @@ class GPT(nn.Module):
         "Prefer the SDPA kernel `backend` (auto, cudnn, flash, efficient, math) in every block's training attention."
         if backend not in ATTENTION_BACKENDS: raise ValueError(f"unknown attention backend {backend!r}: use {', '.join(ATTENTION_BACKENDS)}")
         for block in self.blocks: block.attn.backend = backend
+        return self
+
+    def set_projections(self, mode: str) -> "GPT":
+        "'fused' (one product for q, k, v and one for gate, up while training) or 'separate' (one per matrix) in every block."
+        if mode not in PROJECTIONS: raise ValueError(f"unknown projections {mode!r}: use {' or '.join(PROJECTIONS)}")
+        for block in self.blocks:
+            for m in (block.attn, block.mlp): m.fused = mode == "fused"
         return self
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:

