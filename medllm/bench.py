@@ -258,14 +258,18 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
               optimizers=("muon", "adamw"), compile: bool = False, steps: int = 10, warmup: int = 3, vocab_size: int = 50304,
               data: bool = True, evaluation: bool = True, log=print, losses=("chunked",), attentions=("auto",), muon: bool = True,
               time_budget: float | None = None, on_update=None, profile: int = 0, residuals=("compute",),
-              projections=("fused",)) -> dict:
+              projections=("fused",), coordinate_descent: bool = False) -> dict:
     """Every measurement of this notebook in one run; returns the JSON-ready record.
     `configs`: preset names (at `batch_size` × `seq_len`) or (preset, batch, seq) triples. `losses`, `attentions`,
     `residuals`, `projections`: medllm's step settings, the first of each the recipe's, every other one a variant (see
     `_plan`). A run that fails is recorded with its error and the others go on; once `time_budget` seconds have passed
     the remaining runs are recorded as skipped. `on_update(record)` is called after every run (the CLI writes the JSON
-    each time, so a cut-off job keeps its figures)."""
+    each time, so a cut-off job keeps its figures). `coordinate_descent`: Inductor tunes its generated kernels' block
+    sizes (`coordinate_descent_tuning`, as modded-nanogpt sets it) for every compiled model of the run, both implementations."""
     t_start = time.perf_counter()
+    if coordinate_descent:
+        import torch._inductor.config as inductor_config
+        inductor_config.coordinate_descent_tuning = True
     configs = [c if isinstance(c, tuple) else (c, batch_size, seq_len) for c in configs]
     choices = {"residual": residuals, "projections": projections, "attention": attentions,
                "loss": [resolve_loss(l, compile) for l in losses]}
@@ -275,7 +279,7 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
     out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "device": _device_name(device),
            "torch": torch.__version__, "python": platform.python_version(), "command": " ".join(sys.argv),
            "matmul_peak_flops": peak, "configs": [list(c) for c in configs], "vocab_size": vocab_size, "compile": compile,
-           "runs": [], "ratios": {}}
+           "coordinate_descent_tuning": coordinate_descent, "runs": [], "ratios": {}}
     runs = out["runs"]
     for preset, b, t, impl, optimizer, settings in _plan(configs, impls, optimizers, choices):
         theirs = {"loss": "transformers", "attention": "sdpa", "residual": None, "projections": None}
@@ -382,6 +386,7 @@ def main(argv: list[str] | None = None):
     p.add_argument("--residual", default="compute", help=f"medllm's residual stream under autocast: {', '.join(RESIDUALS)}")
     p.add_argument("--projections", default="fused", help=f"medllm's q/k/v and gate/up products: {', '.join(PROJECTIONS)}")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
+    p.add_argument("--coordinate_descent", action="store_true", help="with --compile: Inductor's coordinate-descent tuning of its kernels, for both models")
     p.add_argument("--steps", type=int, default=10, help="timed steps per run")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (the first compiles)")
     p.add_argument("--vocab_size", type=int, default=50304)
@@ -423,7 +428,7 @@ def main(argv: list[str] | None = None):
     save = (lambda res: Path(a.output).write_text(json.dumps(res, indent=1))) if a.output else None
     res = run_bench(configs, a.batch_size, a.seq_len, device, impls, optimizers, a.compile, a.steps, a.warmup, a.vocab_size,
                     not a.no_data, not a.no_eval, losses=losses, attentions=attentions, muon=not a.no_muon, time_budget=a.time_budget, on_update=save,
-                    profile=a.profile, residuals=residuals, projections=projections)
+                    profile=a.profile, residuals=residuals, projections=projections, coordinate_descent=a.coordinate_descent)
     print_summary(res)
 
 
