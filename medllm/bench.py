@@ -23,7 +23,7 @@ import torch
 from .core import ArgParser, cli, get_device, get_dtype, seed_everything, writable_dir
 from .export import hf_config
 from .layers import ATTENTION_BACKENDS
-from .model import CONFIGS, GPT, LOSS_IMPLS, PROJECTIONS, RESIDUALS, get_config, resolve_loss
+from .model import CONFIGS, GPT, LOSS_IMPLS, RESIDUALS, get_config, resolve_loss
 from .optim import build_optimizer, newton_schulz
 from .train import estimate_run, forward_backward
 
@@ -68,8 +68,8 @@ def _qwen3(cfg):
 def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: torch.device, optimizer: str = "muon",
                dtype: torch.dtype | None = None, compile: bool = False, steps: int = 10, warmup: int = 3,
                vocab_size: int = 50304, seed: int = 0, loss_impl: str = "chunked",
-               attention: str = "auto", residual: str = "compute", projections: str = "fused", profile: int = 0) -> dict:
-    "Time the training step of `impl` ('medllm' or 'transformers') for one preset and batch shape (`loss_impl`, `attention`, `residual`, `projections`: medllm's step settings, 11_model)."
+               attention: str = "auto", residual: str = "compute", profile: int = 0) -> dict:
+    "Time the training step of `impl` ('medllm' or 'transformers') for one preset and batch shape (`loss_impl`, `attention`, `residual`: medllm's step settings, 11_model)."
     if impl not in ("medllm", "transformers"): raise ValueError(f"unknown implementation {impl!r}: use medllm or transformers")
     if impl == "transformers" and optimizer != "adamw": raise ValueError("the transformers baseline trains with AdamW only")
     if loss_impl not in LOSS_IMPLS: raise ValueError(f"unknown loss {loss_impl!r}: use {' or '.join(LOSS_IMPLS)}")
@@ -81,7 +81,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
     if impl == "medllm":
         model = GPT(cfg).to(device)
         model.loss_impl = loss_impl
-        model.set_attention(attention).set_projections(projections)
+        model.set_attention(attention)
         model.residual = residual
         opt = build_optimizer(model, optimizer, fused=fused)
         train_model = torch.compile(model) if compile else model
@@ -113,7 +113,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
     res = {"impl": impl, "preset": preset, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
             "batch_size": batch_size, "seq_len": seq_len, "optimizer": optimizer, "loss": loss_impl if impl == "medllm" else "transformers",
             "attention": attention if impl == "medllm" else "sdpa", "residual": residual if impl == "medllm" else None,
-            "projections": projections if impl == "medllm" else None, "compile": compile, "dtype": str(dtype).removeprefix("torch."),
+            "compile": compile, "dtype": str(dtype).removeprefix("torch."),
             "steps": steps, "step_ms": step * 1e3, "tokens_per_s": tokens / step,
             "optimizer_share": statistics.median(t_opt) / step, "first_step_s": first, "compile_s": max(first - step, 0.0),
             "peak_memory_gb": _peak_memory_gb(device), "final_loss": float(loss)}
@@ -233,7 +233,7 @@ def _variant(r: dict) -> str:
     name = f"{r['impl']}-{r['optimizer']}" + ("-fullce" if r.get("loss") == "full" else "")
     if r.get("attention") not in (None, "auto", "sdpa"): name += f"-{r['attention']}"
     if r.get("residual") not in (None, "compute"): name += f"-{r['residual']}-residual"
-    if r.get("projections") not in (None, "fused"): name += f"-{r['projections']}-proj"
+    if r.get("projections") not in (None, "fused"): name += f"-{r['projections']}-proj"   # saved runs of 2026-11-26 (not kept)
     return name
 
 
@@ -258,10 +258,10 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
               optimizers=("muon", "adamw"), compile: bool = False, steps: int = 10, warmup: int = 3, vocab_size: int = 50304,
               data: bool = True, evaluation: bool = True, log=print, losses=("chunked",), attentions=("auto",), muon: bool = True,
               time_budget: float | None = None, on_update=None, profile: int = 0, residuals=("compute",),
-              projections=("fused",), coordinate_descent: bool = False) -> dict:
+              coordinate_descent: bool = False) -> dict:
     """Every measurement of this notebook in one run; returns the JSON-ready record.
     `configs`: preset names (at `batch_size` × `seq_len`) or (preset, batch, seq) triples. `losses`, `attentions`,
-    `residuals`, `projections`: medllm's step settings, the first of each the recipe's, every other one a variant (see
+    `residuals`: medllm's step settings, the first of each the recipe's, every other one a variant (see
     `_plan`). A run that fails is recorded with its error and the others go on; once `time_budget` seconds have passed
     the remaining runs are recorded as skipped. `on_update(record)` is called after every run (the CLI writes the JSON
     each time, so a cut-off job keeps its figures). `coordinate_descent`: Inductor tunes its generated kernels' block
@@ -271,8 +271,7 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
         import torch._inductor.config as inductor_config
         inductor_config.coordinate_descent_tuning = True
     configs = [c if isinstance(c, tuple) else (c, batch_size, seq_len) for c in configs]
-    choices = {"residual": residuals, "projections": projections, "attention": attentions,
-               "loss": [resolve_loss(l, compile) for l in losses]}
+    choices = {"residual": residuals, "attention": attentions, "loss": [resolve_loss(l, compile) for l in losses]}
     choices = {k: list(dict.fromkeys(v)) for k, v in choices.items()}      # auto resolved as fit does; repeats dropped
     peak = matmul_peak(device)
     log(f"matmul peak: {peak / 1e12:.2f} TFLOP/s ({device})")
@@ -282,13 +281,13 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
            "coordinate_descent_tuning": coordinate_descent, "runs": [], "ratios": {}}
     runs = out["runs"]
     for preset, b, t, impl, optimizer, settings in _plan(configs, impls, optimizers, choices):
-        theirs = {"loss": "transformers", "attention": "sdpa", "residual": None, "projections": None}
+        theirs = {"loss": "transformers", "attention": "sdpa", "residual": None}
         head = {"impl": impl, "preset": preset, "optimizer": optimizer, **(settings or theirs), "batch_size": b, "seq_len": t}
         if time_budget is not None and time.perf_counter() - t_start > time_budget:
             runs.append({**head, "skipped": f"time budget of {time_budget:.0f} s spent"}); log(f"{preset:8} {_variant(head):30} skipped")
             continue
         try:
-            kw = {"loss_impl": settings["loss"], **{k: settings[k] for k in ("attention", "residual", "projections")}} if settings else {}
+            kw = {"loss_impl": settings["loss"], "attention": settings["attention"], "residual": settings["residual"]} if settings else {}
             r = bench_step(impl, preset, b, t, device, optimizer, compile=compile, steps=steps, warmup=warmup,
                            vocab_size=vocab_size, profile=profile, **kw)
         except Exception as e:                                   # an out-of-memory or a compile failure: record it, go on
@@ -381,10 +380,9 @@ def main(argv: list[str] | None = None):
     p.add_argument("--impls", default="medllm,transformers", help="medllm, transformers")
     p.add_argument("--optimizers", default="muon,adamw", help="medllm's optimizers to time: muon, adamw")
     p.add_argument("--losses", default="auto", help="medllm's cross-entropy implementations to time: auto (as fit: full when compiled), chunked, full; "
-                   "for this and the next three lists the first value is the recipe's step and every other one a one-change variant")
+                   "for this and the next two lists the first value is the recipe's step and every other one a one-change variant")
     p.add_argument("--attention", default="auto", help=f"medllm's preferred SDPA kernels to time: {', '.join(ATTENTION_BACKENDS)}")
     p.add_argument("--residual", default="compute", help=f"medllm's residual stream under autocast: {', '.join(RESIDUALS)}")
-    p.add_argument("--projections", default="fused", help=f"medllm's q/k/v and gate/up products: {', '.join(PROJECTIONS)}")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--coordinate_descent", action="store_true", help="with --compile: Inductor's coordinate-descent tuning of its kernels, for both models")
     p.add_argument("--steps", type=int, default=10, help="timed steps per run")
@@ -416,7 +414,6 @@ def main(argv: list[str] | None = None):
     impls = names("impls", ("medllm", "transformers"))
     optimizers, losses = names("optimizers", ("muon", "adamw")), names("losses", ("auto", "chunked", "full"))
     attentions, residuals = names("attention", ATTENTION_BACKENDS, "attention"), names("residual", RESIDUALS, "residual")
-    projections = names("projections", PROJECTIONS, "projections")
     for name in ("batch_size", "seq_len", "steps", "vocab_size"):
         if getattr(a, name) < 1: raise ValueError(f"--{name} must be >= 1, got {getattr(a, name)}")
     if a.warmup < 1: raise ValueError(f"--warmup must be >= 1 (the first step compiles and allocates), got {a.warmup}")
@@ -428,7 +425,7 @@ def main(argv: list[str] | None = None):
     save = (lambda res: Path(a.output).write_text(json.dumps(res, indent=1))) if a.output else None
     res = run_bench(configs, a.batch_size, a.seq_len, device, impls, optimizers, a.compile, a.steps, a.warmup, a.vocab_size,
                     not a.no_data, not a.no_eval, losses=losses, attentions=attentions, muon=not a.no_muon, time_budget=a.time_budget, on_update=save,
-                    profile=a.profile, residuals=residuals, projections=projections, coordinate_descent=a.coordinate_descent)
+                    profile=a.profile, residuals=residuals, coordinate_descent=a.coordinate_descent)
     print_summary(res)
 
 

@@ -99,19 +99,13 @@ class CausalSelfAttention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, norm_eps) if qk_norm else nn.Identity()
         self.k_norm = RMSNorm(self.head_dim, norm_eps) if qk_norm else nn.Identity()
         self.backend = "auto"   # the preferred SDPA kernel for causal training attention (see above)
-        self.fused = True       # with gradients on: one product against q, k and v's weights side by side (see above)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 kv_cache: KVCache | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
-        nq, nkv = self.n_head * self.head_dim, self.n_kv_head * self.head_dim
-        if self.fused and torch.is_grad_enabled():
-            w = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))            # (nq + 2·nkv, C)
-            q, k, v = F.linear(x, w).split((nq, nkv, nkv), dim=-1)
-        else: q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = self.q_norm(q.view(B, T, self.n_head, self.head_dim)).transpose(1, 2)      # (B, H, T, D)
-        k = self.k_norm(k.view(B, T, self.n_kv_head, self.head_dim)).transpose(1, 2)   # (B, Hkv, T, D)
-        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)                # (B, Hkv, T, D)
+        q = self.q_norm(self.q_proj(x).view(B, T, self.n_head, self.head_dim)).transpose(1, 2)      # (B, H, T, D)
+        k = self.k_norm(self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim)).transpose(1, 2)   # (B, Hkv, T, D)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)                # (B, Hkv, T, D)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None: k, v = kv_cache.update(self.layer_idx, k, v)                     # (B, Hkv, Tk, D)
         gqa = self.n_kv_head != self.n_head
@@ -135,13 +129,8 @@ class SwiGLU(nn.Module):
         self.gate_proj = nn.Linear(d_model, hidden, bias=False)
         self.up_proj = nn.Linear(d_model, hidden, bias=False)
         self.down_proj = nn.Linear(hidden, d_model, bias=False)
-        self.fused = True   # with gradients on: one product against gate and up side by side (as in attention)
 
-    def forward(self, x):
-        if self.fused and torch.is_grad_enabled():
-            g, u = F.linear(x, torch.cat((self.gate_proj.weight, self.up_proj.weight))).chunk(2, dim=-1)
-        else: g, u = self.gate_proj(x), self.up_proj(x)
-        return self.down_proj(F.silu(g) * u)
+    def forward(self, x): return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class ReLU2MLP(nn.Module):

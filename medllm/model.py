@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from .layers import ATTENTION_BACKENDS, Block, KVCache, RMSNorm, linear_cross_entropy, rope_tables, softcap, swiglu_hidden
 
 # %% auto #0
-__all__ = ['CONFIGS', 'LOSS_IMPLS', 'RESIDUALS', 'PROJECTIONS', 'MODEL_FORMAT', 'pad_vocab', 'ModelConfig', 'nano', 'tiny',
-           'small', 'medium', 'baguette', 'get_config', 'resolve_loss', 'GPT', 'param_table', 'generate', 'save_model',
-           'file_digest', 'write_digest', 'load_checkpoint_file', 'model_from_checkpoint']
+__all__ = ['CONFIGS', 'LOSS_IMPLS', 'RESIDUALS', 'MODEL_FORMAT', 'pad_vocab', 'ModelConfig', 'nano', 'tiny', 'small', 'medium',
+           'baguette', 'get_config', 'resolve_loss', 'GPT', 'param_table', 'generate', 'save_model', 'file_digest',
+           'write_digest', 'load_checkpoint_file', 'model_from_checkpoint']
 
 # %% ../nbs/11_model.ipynb #e26477b2
 def pad_vocab(n_vocab: int, multiple: int = 128) -> int:
@@ -92,7 +92,6 @@ def get_config(name: str, **overrides) -> ModelConfig:
 # %% ../nbs/11_model.ipynb #81dd82d9
 LOSS_IMPLS = ("chunked", "full")
 RESIDUALS = ("compute", "float32")     # the residual stream under autocast: in the compute dtype (bf16) or in float32
-PROJECTIONS = ("fused", "separate")    # q/k/v and gate/up while training: one product each, or one per matrix
 
 
 def resolve_loss(loss: str, compiled: bool) -> str:
@@ -157,13 +156,6 @@ class GPT(nn.Module):
         "Prefer the SDPA kernel `backend` (auto, cudnn, flash, efficient, math) in every block's training attention."
         if backend not in ATTENTION_BACKENDS: raise ValueError(f"unknown attention backend {backend!r}: use {', '.join(ATTENTION_BACKENDS)}")
         for block in self.blocks: block.attn.backend = backend
-        return self
-
-    def set_projections(self, mode: str) -> "GPT":
-        "'fused' (one product for q, k, v and one for gate, up while training) or 'separate' (one per matrix) in every block."
-        if mode not in PROJECTIONS: raise ValueError(f"unknown projections {mode!r}: use {' or '.join(PROJECTIONS)}")
-        for block in self.blocks:
-            for m in (block.attn, block.mlp): m.fused = mode == "fused"
         return self
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:

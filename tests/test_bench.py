@@ -3,7 +3,7 @@ import json
 
 from conftest import run_cli
 
-RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "loss", "attention", "residual", "projections", "compile", "dtype", "steps", "step_ms",
+RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "loss", "attention", "residual", "compile", "dtype", "steps", "step_ms",
               "tokens_per_s", "mfu", "flops_per_token", "optimizer_share", "first_step_s", "compile_s", "peak_memory_gb", "final_loss"}
 
 
@@ -43,7 +43,7 @@ def test_bench_bad_flags(capsys):
     for args in (["--configs", "huge"], ["--impls", "jax"], ["--seq_len", "4096", "--configs", "nano"], ["--steps", "0"],
                  ["--optimizers", "sgd"], ["--warmup", "0"], ["--configs", "nano:2by64"], ["--configs", "nano:2x4096"],
                  ["--losses", "fused"], ["--losses", ","], ["--time_budget", "0"], ["--attention", "fast"], ["--profile", "-1"],
-                 ["--residual", "fp16"], ["--projections", "wide"], ["--projections", ","],
+                 ["--residual", "fp16"], ["--residual", ","],
                  ["--show", "/nonexistent/bench.json"], ["--show", __file__]):
         with pytest.raises(SystemExit) as e: main(["--device", "cpu", *args])
         err = capsys.readouterr().err

