@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import json
 import platform
+import re
 import resource
 import statistics
 import sys
@@ -118,22 +119,45 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
             "optimizer_share": statistics.median(t_opt) / step, "first_step_s": first, "compile_s": max(first - step, 0.0),
             "peak_memory_gb": _peak_memory_gb(device), "final_loss": float(loss)}
     if profile:   # after the figures above: the profiler's own overhead must not reach them
-        res["profile"] = _profile(lambda i: (grads(batches[i % 2]), opt.step(), opt.zero_grad(set_to_none=True)), device, profile)
+        res["profile"], res["profile_split"] = _profile(lambda i: (grads(batches[i % 2]), opt.step(), opt.zero_grad(set_to_none=True)),
+                                                        device, profile)
     return res
 
 # %% ../nbs/32_bench.ipynb #be036259
-def _profile(step_fn, device: torch.device, top: int, steps: int = 2) -> list[dict]:
-    "The `top` operations by self time per step (device time on a GPU, CPU time elsewhere) over `steps` profiled steps."
+_KINDS = (("attention", re.compile(r"sdpa|flash|fmha|attention|attn", re.I)),     # checked in this order
+          ("matmul", re.compile(r"gemm|nvjet|cutlass|xmma|cublas|^aten::(mm|bmm|addmm|baddbmm|addmv|mv)$", re.I)),
+          ("generated", re.compile(r"^triton_|cpp_fused|^graph_\d+_", re.I)))
+
+
+def _kind(name: str) -> str:
+    "matmul, attention, generated (Inductor's kernels) or other, from an event's name."
+    return next((k for k, pat in _KINDS if pat.search(name)), "other")
+
+
+def _device_events(events: list) -> list:
+    """The profiler's events that are device work (kernels, copies). Left out: the operators that launch them, the GPU
+    spans of record_function annotations (Optimizer.step#Muon.step) and the CPU's waits, which carry the same time again."""
+    return [e for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA
+            and not getattr(e, "is_user_annotation", False) and e.key != "Command Buffer Full"]
+
+
+def _profile(step_fn, device: torch.device, top: int, steps: int = 2) -> tuple[list[dict], dict]:
+    """The `top` operations by self time per step (device time on a GPU, CPU time elsewhere) over `steps` profiled steps,
+    and the split of all of it into matmul, attention, generated and other (ms per step, and the total)."""
     from torch.profiler import ProfilerActivity, profile
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    cuda = device.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=acts) as prof:
         for i in range(steps): step_fn(i)
         _sync(device)
-    def self_us(e):
-        if device.type == "cuda": return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
-        return e.self_cpu_time_total
-    events = sorted(prof.key_averages(), key=self_us, reverse=True)[:top]
-    return [{"name": e.key[:100], "ms_per_step": self_us(e) / 1e3 / steps, "calls_per_step": e.count / steps} for e in events]
+    events = list(prof.key_averages())
+    if cuda: events = _device_events(events) or events
+    def self_us(e): return (getattr(e, "self_device_time_total", 0) or 0) if cuda else e.self_cpu_time_total
+    split = dict.fromkeys(("matmul", "attention", "generated", "other"), 0.0)
+    for e in events: split[_kind(e.key)] += self_us(e) / 1e3 / steps
+    split["total"] = sum(split.values())
+    ranked = sorted(events, key=self_us, reverse=True)[:top]
+    return [{"name": e.key[:100], "ms_per_step": self_us(e) / 1e3 / steps, "calls_per_step": e.count / steps} for e in ranked], split
 
 # %% ../nbs/32_bench.ipynb #59adcf86
 def flops_per_token(preset: str, vocab_size: int, seq_len: int) -> float:
@@ -166,9 +190,10 @@ def bench_muon(preset: str, device: torch.device, steps: int = 5, profile: int =
         _sync(device)
         return (time.perf_counter() - t0) / steps * 1e3
     batched, looped = timed(opt.step), timed(lambda: _muon_per_matrix(mats, bufs))
-    return {"preset": preset, "matrices": len(mats), "shapes": len({tuple(p.shape) for p in mats}),
-            "batched_ms": batched, "per_matrix_ms": looped, "speedup": looped / batched,
-            **({"profile": _profile(lambda i: opt.step(), device, profile)} if profile else {})}
+    out = {"preset": preset, "matrices": len(mats), "shapes": len({tuple(p.shape) for p in mats}),
+           "batched_ms": batched, "per_matrix_ms": looped, "speedup": looped / batched}
+    if profile: out["profile"], out["profile_split"] = _profile(lambda i: opt.step(), device, profile)
+    return out
 
 # %% ../nbs/32_bench.ipynb #2a727362
 def bench_data(seq_len: int = 256, batch_size: int = 8, batches: int = 200, tokenizer: str = "cl100k", datasets: str = "sample") -> dict:
@@ -429,6 +454,12 @@ def main(argv: list[str] | None = None):
     print_summary(res)
 
 
+def _split_line(s: dict) -> str:
+    "'matmul 96.4 ms (50%), attention ... of 192.9 ms': a profile's split, one line."
+    parts = [f"{k} {s[k]:.1f} ms ({s[k] / s['total']:.0%})" for k in ("matmul", "attention", "generated", "other")] if s["total"] else []
+    return ", ".join(parts) + f" of {s['total']:.1f} ms profiled"
+
+
 def print_summary(res: dict):
     "The ratios, optimizer share, Muon comparison, projections, data and evaluation speed, then the table (last)."
     print(f"{res['device']}, torch {res['torch']}, {res['date']}: matmul peak {res['matmul_peak_flops'] / 1e12:.1f} TFLOP/s")
@@ -441,6 +472,7 @@ def print_summary(res: dict):
         m = res["muon"]
         print(f"Muon step ({m['preset']}, {m['matrices']} matrices in {m['shapes']} shapes): batched {m['batched_ms']:.1f} ms, "
               f"one matrix at a time {m['per_matrix_ms']:.1f} ms ({m['speedup']:.1f}x)")
+        if "profile_split" in m: print(f"  {_split_line(m['profile_split'])}")
         for e in m.get("profile", []): print(f"  {e['ms_per_step']:9.2f} ms {e['calls_per_step']:6.0f}x  {e['name']}")
     if "projection" in res:
         pr = res["projection"]
@@ -454,6 +486,7 @@ def print_summary(res: dict):
     for r in res["runs"]:
         if r.get("profile"):
             print(f"profile of {r['preset']} {_variant(r)} (ms per step, calls per step):")
+            if "profile_split" in r: print(f"  {_split_line(r['profile_split'])}")
             for e in r["profile"]: print(f"  {e['ms_per_step']:9.2f} ms {e['calls_per_step']:6.0f}x  {e['name']}")
     print(bench_table(res))
 

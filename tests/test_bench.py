@@ -23,6 +23,7 @@ def test_bench_cpu_small_shapes(tmp_path):
         assert run["tokens_per_s"] > 0 and 0 < run["mfu"] < 1 and 0 < run["optimizer_share"] < 1 and run["peak_memory_gb"] > 0
     assert set(res["ratios"]) == {f"nano/medllm-{v}_vs_transformers-adamw" for v in ("muon", "adamw", "adamw-fullce", "adamw-float32-residual")}
     assert all(len(x["profile"]) == 3 and x["profile"][0]["ms_per_step"] > 0 for x in res["runs"])   # where the time goes
+    assert all(x["profile_split"]["matmul"] > 0 and x["profile_split"]["total"] > 0 for x in res["runs"])   # by kind
     assert "profile of nano medllm-muon" in r.stdout
     assert res["muon"]["matrices"] == 28 and res["muon"]["batched_ms"] > 0 and res["muon"]["per_matrix_ms"] > 0
     assert all(x["batch_size"] == 2 and x["seq_len"] == 64 for x in res["runs"])

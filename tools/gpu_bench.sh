@@ -12,7 +12,8 @@
 #   - the measured matmul peak;
 #   - for medium at 16x2048 and small at 32x1024: medllm's recipe step (Muon + AdamW, and AdamW alone) against
 #     transformers' Qwen3ForCausalLM (fused AdamW) at the same shapes, compiled, bf16: tokens/s, MFU, peak memory, compile
-#     time, the optimizer's share, and the PROFILE kernels that took the most time over two profiled steps;
+#     time, the optimizer's share, and the PROFILE kernels that took the most time over two profiled steps, with the
+#     split of all kernel time into matmul, attention, Inductor-generated and other;
 #   - then the variants, each one change from the recipe's step, timed with AdamW: RESIDUAL, ATTENTION and LOSSES are
 #     lists whose first value is the recipe's (defaults: compute,float32 / auto / auto), so by default the bf16 residual
 #     stream is measured against the float32 one it replaced;
