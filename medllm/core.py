@@ -177,11 +177,24 @@ class ArgParser(argparse.ArgumentParser):
 _USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, KeyError)
 
 
+def _stdout_reader_gone() -> bool:
+    "Whether stdout is a pipe whose reading end was closed (poll reports an error on it; False where poll is missing)."
+    import select
+    try:
+        p = select.poll(); p.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in p.poll(0))
+    except (AttributeError, OSError, ValueError): return False
+
+
 def cli(fn):
     "Decorate a CLI `main`: errors from bad input become one line on stderr and exit code 2."
     @functools.wraps(fn)
     def _main(*args, **kwargs):
         try: return fn(*args, **kwargs)
+        except BrokenPipeError:
+            if not _stdout_reader_gone(): raise   # a broken pipe elsewhere is a real error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # `medllm-bench --show f | head`: stop quietly
+            raise SystemExit(0) from None
         except _USER_ERRORS as e:
             if os.environ.get("MEDLLM_DEBUG"): raise
             prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "medllm"

@@ -50,3 +50,17 @@ def test_demo_assets_are_well_formed():
         assert set(q["options"]) == set("ABCD") and q["options"][q["answer_idx"]] == q["answer"]
         assert q["source_synth_id"] in ids
     assert "<|" not in "".join(r["query"] + r["synthetic_reasoning"] + r["synthetic_answer"] for r in rows)
+
+
+def test_cli_stops_quietly_when_stdout_reader_goes_away():
+    "`medllm-x | head`: exit 0 with nothing on stderr; a broken pipe that is not stdout's stays an error."
+    import subprocess
+    import sys
+    prog = ("from medllm.core import cli\n@cli\ndef main():\n    for i in range(200_000): print('line', i)\n"
+            "    if {raise_other}: raise BrokenPipeError('a socket, not stdout')\nmain()\n")
+    p = subprocess.Popen([sys.executable, "-c", prog.format(raise_other=False)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline() == b"line 0\n"
+    p.stdout.close()                                   # the reader goes away; 200k lines do not fit a pipe buffer
+    assert p.wait(timeout=60) == 0 and p.stderr.read() == b""
+    r = subprocess.run([sys.executable, "-c", prog.format(raise_other=True)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "BrokenPipeError: a socket, not stdout" in r.stderr
