@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import kill_point
+from .core import atomic_write, kill_point
 from .model import MODEL_FORMAT, load_checkpoint_file, write_digest
 
 # %% auto #0
@@ -48,22 +48,6 @@ CKPT_RE = re.compile(r"^checkpoint_(\d+)\.pt$")
 
 
 def checkpoint_path(output: str | Path, step: int) -> Path: return Path(output) / f"checkpoint_{step:06d}.pt"
-
-
-def _atomic_write(path: Path, write, step: int | None = None):
-    "Write to `path.tmp`, fsync, then rename over `path`: a reader sees the old file or the new one, never half of one."
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        kill_point("checkpoint_write", step)      # the reliability tests kill the run here: tmp written, not yet renamed
-        with open(tmp, "rb") as f: os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)   # make the rename itself durable
-        try: os.fsync(dfd)
-        finally: os.close(dfd)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class _RecordingFile:
@@ -99,8 +83,9 @@ def save_checkpoint(output: str | Path, step: int, state: dict, keep_last: int |
         def write(p):
             _torch_save({"format": MODEL_FORMAT, "version": 1, "step": step, **state}, p)
             write_digest(p, path)                 # checkpoint_N.pt.sha256: loads verify it (torch checks no CRCs)
-        _atomic_write(path, write, step)
-        _atomic_write(out / "latest", lambda p: Path(p).write_text(path.name + "\n"))
+        # core.atomic_write, flushed to disk; the reliability tests kill the run between writing and renaming
+        atomic_write(path, write, durable=True, before_rename=lambda: kill_point("checkpoint_write", step))
+        atomic_write(out / "latest", path.name + "\n", durable=True, before_rename=lambda: kill_point("checkpoint_write"))
     except OSError as e:
         prev = [p for p in list_checkpoints(out) if p != path]
         kept = f"the previous checkpoint {prev[-1].name} is intact" if prev else "no earlier checkpoint exists"

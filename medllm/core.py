@@ -23,7 +23,7 @@ import torch
 # %% auto #0
 __all__ = ['DistInfo', 'dist_info', 'print0', 'get_device', 'get_dtype', 'autocast', 'seed_everything', 'asset_path',
            'shared_data_dir', 'read_jsonl', 'demo_corpus', 'demo_passages', 'demo_quiz', 'ArgParser', 'cli', 'progress',
-           'writable_dir', 'fault', 'kill_point']
+           'writable_dir', 'atomic_write', 'fault', 'kill_point']
 
 # %% ../nbs/00_core.ipynb #6068a052
 @dataclass(frozen=True)
@@ -231,6 +231,30 @@ def writable_dir(path: str | Path, flag: str = "--output") -> Path:
         probe.write_text(""); probe.unlink()
     except OSError as e: raise ValueError(f"{flag} {p} is not writable ({e.strerror or e})") from None
     return p
+
+
+def atomic_write(path: str | Path, data, *, durable: bool = False, before_rename=None) -> Path:
+    """Write `data` (str, bytes, or a function that writes the file at the path it is given) to `path.tmp`, then rename it
+    over `path`: a reader sees the old file or the new one, never half of one. `durable`: fsync the file and the rename.
+    `before_rename()` runs between the two (the reliability tests kill the process there). A failure removes the .tmp."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        if callable(data): data(tmp)
+        elif isinstance(data, bytes): tmp.write_bytes(data)
+        else: tmp.write_text(data, encoding="utf-8")
+        if before_rename: before_rename()
+        if durable:
+            with open(tmp, "rb") as f: os.fsync(f.fileno())
+        os.replace(tmp, path)
+        if durable:
+            dfd = os.open(path.parent, os.O_RDONLY)   # make the rename itself durable
+            try: os.fsync(dfd)
+            finally: os.close(dfd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 # %% ../nbs/00_core.ipynb #02942001
 def fault(name: str, step: int | None = None) -> bool:

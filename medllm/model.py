@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .core import atomic_write
 from .layers import ATTENTION_BACKENDS, Block, KVCache, RMSNorm, linear_cross_entropy, rope_tables, softcap, swiglu_hidden
 
 # %% auto #0
@@ -267,10 +268,7 @@ def save_model(path, model: GPT, tokenizer, **extra) -> str:
     ckpt = {"format": MODEL_FORMAT, "version": 1, "config": dataclasses.asdict(model.config),
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "tokenizer": tokenizer.spec(), **extra}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(ckpt, tmp)
-    write_digest(tmp, path)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: (torch.save(ckpt, tmp), write_digest(tmp, path)))
     return path
 
 
@@ -285,9 +283,7 @@ def file_digest(path) -> str:
 def write_digest(data_path, final_path) -> str:
     "Write `final_path`.sha256 with the digest of the file now at `data_path` (before it is renamed to `final_path`)."
     d = file_digest(data_path)
-    side = os.fspath(final_path) + ".sha256"
-    with open(side + ".tmp", "w") as f: f.write(d + "\n")
-    os.replace(side + ".tmp", side)
+    atomic_write(os.fspath(final_path) + ".sha256", d + "\n")
     return d
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .core import ArgParser, cli, kill_point, print0, writable_dir
+from .core import ArgParser, atomic_write, cli, kill_point, print0, writable_dir
 from .mixing import EPOCH_POLICIES, Decontaminator, Piece, mixed_pieces, reader_index
 from .sources import SOURCES, Skips, parse_datasets
 from .tokenizer import Tokenizer, get_tokenizer, tokenizer_from_spec
@@ -168,9 +168,7 @@ def _write_rows(rows: Iterator[np.ndarray], out: Path, prefix: str, dtype, rows_
 
     def flush():
         name = f"{prefix}_{len(files):06d}.bin"
-        tmp = out / (name + ".tmp")
-        np.concatenate(buf).astype(dtype).tofile(tmp)
-        os.replace(tmp, out / name)
+        atomic_write(out / name, np.concatenate(buf).astype(dtype).tofile)
         files.append({"file": name, "rows": len(buf)})
         buf.clear()
 

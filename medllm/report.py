@@ -14,7 +14,7 @@ import os
 import statistics
 from pathlib import Path
 
-from .core import ArgParser, cli
+from .core import ArgParser, atomic_write, cli
 from .reasoning import LETTERS
 from .sources import parse_datasets
 
@@ -403,12 +403,6 @@ def report_blocks(run: dict, usd_per_gpu_hour: float = USD_PER_GPU_HOUR, usd_per
     return b
 
 # %% ../nbs/23_report.ipynb #f0546dbe
-def _write_atomic(path: Path, text: str):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_report(output_dir: str | Path, log=print, strict: bool = True, usd_per_gpu_hour: float = USD_PER_GPU_HOUR,
                  usd_per_cpu_hour: float = USD_PER_CPU_HOUR) -> dict | None:
     "Write report.html and report.md into a training or evaluation folder; returns their paths (None when not strict and it failed)."
@@ -416,8 +410,8 @@ def write_report(output_dir: str | Path, log=print, strict: bool = True, usd_per
         run = load_run(output_dir)
         blocks = report_blocks(run, usd_per_gpu_hour, usd_per_cpu_hour)
         d = Path(output_dir)
-        _write_atomic(d / "report.md", render_md(blocks))
-        _write_atomic(d / "report.html", render_html(blocks, blocks[0][1]))
+        atomic_write(d / "report.md", render_md(blocks))
+        atomic_write(d / "report.html", render_html(blocks, blocks[0][1]))
     except Exception as e:
         if strict: raise
         log(f"report: not written for {output_dir} ({type(e).__name__}: {e})")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import tiktoken
 
-from .core import ArgParser, cli, demo_corpus, demo_passages, progress, writable_dir
+from .core import ArgParser, atomic_write, cli, demo_corpus, demo_passages, progress, writable_dir
 from .reasoning import SPECIAL_TOKENS, Special, synth_parts, to_text
 from .sources import iter_documents, parse_datasets
 
@@ -216,10 +216,7 @@ def save_tokenizer(tok: Tokenizer, path: str | Path) -> Path:
     "Save a tokenizer as one JSON file (pattern, merge ranks in base64, special tokens); written atomically."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(tok.to_doc()), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps(tok.to_doc()))
 
 
 def tokenizer_from_doc(doc: dict, path: str | None = None) -> Tokenizer:

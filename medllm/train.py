@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointWriteError, find_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .core import (ArgParser, autocast, cli, dist_info, fault, get_device, get_dtype, kill_point, print0, seed_everything,
+from .core import (ArgParser, atomic_write, autocast, cli, dist_info, fault, get_device, get_dtype, kill_point, print0, seed_everything,
                          writable_dir)
 from .layers import ATTENTION_BACKENDS
 from .model import CONFIGS, GPT, RESIDUALS, ModelConfig, generate, get_config, pad_vocab, resolve_loss
@@ -250,9 +250,7 @@ def _trim_metrics(path: Path, upto: int) -> set[int]:
             try: rec = json.loads(line)
             except json.JSONDecodeError: continue               # a line cut short by a kill
             if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= upto: kept.append(rec)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(tmp, path)
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))
     return {r["step"] for r in kept if "val_loss" in r}
 
 
