@@ -7,6 +7,7 @@ Docs: https://medllm.github.io/medllm/bench.html.md"""
 # %% ../nbs/32_bench.ipynb #3ccf527f
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -292,9 +293,6 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
     each time, so a cut-off job keeps its figures). `coordinate_descent`: Inductor tunes its generated kernels' block
     sizes (`coordinate_descent_tuning`, as modded-nanogpt sets it) for every compiled model of the run, both implementations."""
     t_start = time.perf_counter()
-    if coordinate_descent:
-        import torch._inductor.config as inductor_config
-        inductor_config.coordinate_descent_tuning = True
     configs = [c if isinstance(c, tuple) else (c, batch_size, seq_len) for c in configs]
     choices = {"residual": residuals, "attention": attentions, "loss": [resolve_loss(l, compile) for l in losses]}
     choices = {k: list(dict.fromkeys(v)) for k, v in choices.items()}      # auto resolved as fit does; repeats dropped
@@ -305,27 +303,32 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
            "matmul_peak_flops": peak, "configs": [list(c) for c in configs], "vocab_size": vocab_size, "compile": compile,
            "coordinate_descent_tuning": coordinate_descent, "runs": [], "ratios": {}}
     runs = out["runs"]
-    for preset, b, t, impl, optimizer, settings in _plan(configs, impls, optimizers, choices):
-        theirs = {"loss": "transformers", "attention": "sdpa", "residual": None}
-        head = {"impl": impl, "preset": preset, "optimizer": optimizer, **(settings or theirs), "batch_size": b, "seq_len": t}
-        if time_budget is not None and time.perf_counter() - t_start > time_budget:
-            runs.append({**head, "skipped": f"time budget of {time_budget:.0f} s spent"}); log(f"{preset:8} {_variant(head):30} skipped")
-            continue
-        try:
-            kw = {"loss_impl": settings["loss"], "attention": settings["attention"], "residual": settings["residual"]} if settings else {}
-            r = bench_step(impl, preset, b, t, device, optimizer, compile=compile, steps=steps, warmup=warmup,
-                           vocab_size=vocab_size, profile=profile, **kw)
-        except Exception as e:                                   # an out-of-memory or a compile failure: record it, go on
-            runs.append({**head, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"})
-            log(f"{preset:8} {_variant(head):30} failed: {runs[-1]['error']}")
-        else:
-            fpt = flops_per_token(preset, vocab_size, t)
-            r["mfu"], r["flops_per_token"] = r["tokens_per_s"] * fpt / peak, fpt
-            runs.append(r)
-            log(f"{preset:8} {_variant(r):30} {b}x{t} {r['tokens_per_s']:>12,.0f} tokens/s  MFU {r['mfu']:.1%}  "
-                f"optimizer {r['optimizer_share']:.1%}  peak mem {r['peak_memory_gb']:.2f} GB  compile {r['compile_s']:.0f} s")
-        if device.type == "cuda": torch.cuda.empty_cache()
-        if on_update: on_update(out)
+    fpt = {(p, t): flops_per_token(p, vocab_size, t) for p, _, t in configs}   # once per preset and sequence length
+    theirs = {"loss": "transformers", "attention": "sdpa", "residual": None}  # the baseline's settings, for its record
+    tuning = contextlib.nullcontext()
+    if coordinate_descent:   # for this run's compilations only, not for the rest of the process
+        import torch._inductor.config as inductor_config
+        tuning = inductor_config.patch(coordinate_descent_tuning=True)
+    with tuning:
+        for preset, b, t, impl, optimizer, settings in _plan(configs, impls, optimizers, choices):
+            head = {"impl": impl, "preset": preset, "optimizer": optimizer, **(settings or theirs), "batch_size": b, "seq_len": t}
+            if time_budget is not None and time.perf_counter() - t_start > time_budget:
+                runs.append({**head, "skipped": f"time budget of {time_budget:.0f} s spent"}); log(f"{preset:8} {_variant(head):30} skipped")
+                continue
+            try:
+                kw = {"loss_impl": settings["loss"], "attention": settings["attention"], "residual": settings["residual"]} if settings else {}
+                r = bench_step(impl, preset, b, t, device, optimizer, compile=compile, steps=steps, warmup=warmup,
+                               vocab_size=vocab_size, profile=profile, **kw)
+            except Exception as e:                                   # an out-of-memory or a compile failure: record it, go on
+                runs.append({**head, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"})
+                log(f"{preset:8} {_variant(head):30} failed: {runs[-1]['error']}")
+            else:
+                r["mfu"], r["flops_per_token"] = r["tokens_per_s"] * fpt[preset, t] / peak, fpt[preset, t]
+                runs.append(r)
+                log(f"{preset:8} {_variant(r):30} {b}x{t} {r['tokens_per_s']:>12,.0f} tokens/s  MFU {r['mfu']:.1%}  "
+                    f"optimizer {r['optimizer_share']:.1%}  peak mem {r['peak_memory_gb']:.2f} GB  compile {r['compile_s']:.0f} s")
+            if device.type == "cuda": torch.cuda.empty_cache()
+            if on_update: on_update(out)
     summarize(out)
     ref = out.get("projection", {}).get("preset")
     if muon and "medllm" in impls and "muon" in optimizers:

@@ -268,7 +268,10 @@ def save_model(path, model: GPT, tokenizer, **extra) -> str:
     ckpt = {"format": MODEL_FORMAT, "version": 1, "config": dataclasses.asdict(model.config),
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "tokenizer": tokenizer.spec(), **extra}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write(path, lambda tmp: (torch.save(ckpt, tmp), write_digest(tmp, path)))
+    def write(tmp):
+        torch.save(ckpt, tmp)
+        write_digest(tmp, path)   # path.sha256, of the bytes about to be renamed into place
+    atomic_write(path, write)
     return path
 
 
