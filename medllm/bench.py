@@ -26,7 +26,7 @@ from .core import ArgParser, cli, get_device, get_dtype, seed_everything, writab
 from .export import hf_config
 from .layers import ATTENTION_BACKENDS
 from .model import CONFIGS, GPT, LOSS_IMPLS, RESIDUALS, get_config, resolve_loss
-from .optim import build_optimizer, newton_schulz
+from .optim import MUON_IMPLS, build_optimizer, newton_schulz
 from .train import estimate_run, forward_backward
 
 # %% auto #0
@@ -70,8 +70,8 @@ def _qwen3(cfg):
 def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: torch.device, optimizer: str = "muon",
                dtype: torch.dtype | None = None, compile: bool = False, steps: int = 10, warmup: int = 3,
                vocab_size: int = 50304, seed: int = 0, loss_impl: str = "chunked",
-               attention: str = "auto", residual: str = "compute", profile: int = 0) -> dict:
-    "Time the training step of `impl` ('medllm' or 'transformers') for one preset and batch shape (`loss_impl`, `attention`, `residual`: medllm's step settings, 11_model)."
+               attention: str = "auto", residual: str = "compute", profile: int = 0, muon_impl: str = "eager") -> dict:
+    "Time the training step of `impl` ('medllm' or 'transformers') for one preset and batch shape (`loss_impl`, `attention`, `residual`: medllm's step settings, 11_model; `muon_impl`: Muon's, 20_optim)."
     if impl not in ("medllm", "transformers"): raise ValueError(f"unknown implementation {impl!r}: use medllm or transformers")
     if impl == "transformers" and optimizer != "adamw": raise ValueError("the transformers baseline trains with AdamW only")
     if loss_impl not in LOSS_IMPLS: raise ValueError(f"unknown loss {loss_impl!r}: use {' or '.join(LOSS_IMPLS)}")
@@ -85,7 +85,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
         model.loss_impl = loss_impl
         model.set_attention(attention)
         model.residual = residual
-        opt = build_optimizer(model, optimizer, fused=fused)
+        opt = build_optimizer(model, optimizer, fused=fused, muon_impl=muon_impl)
         train_model = torch.compile(model) if compile else model
         def grads(rows): return forward_backward(train_model, model, [rows], device, dtype, grad_clip=1.0)[0]
     else:
@@ -115,6 +115,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
     res = {"impl": impl, "preset": preset, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
             "batch_size": batch_size, "seq_len": seq_len, "optimizer": optimizer, "loss": loss_impl if impl == "medllm" else "transformers",
             "attention": attention if impl == "medllm" else "sdpa", "residual": residual if impl == "medllm" else None,
+            "muon_impl": muon_impl if impl == "medllm" and optimizer == "muon" else None,
             "compile": compile, "dtype": str(dtype).removeprefix("torch."),
             "steps": steps, "step_ms": step * 1e3, "tokens_per_s": tokens / step,
             "optimizer_share": statistics.median(t_opt) / step, "first_step_s": first, "compile_s": max(first - step, 0.0),
@@ -176,12 +177,12 @@ def _muon_per_matrix(params, bufs, lr: float = 0.02, momentum: float = 0.95):
 
 
 @torch.no_grad()
-def bench_muon(preset: str, device: torch.device, steps: int = 5, profile: int = 0) -> dict:
-    "Milliseconds per Muon step on `preset`'s hidden matrices: the batched optimizer vs one matrix at a time (and, with `profile`, its top kernels)."
+def bench_muon(preset: str, device: torch.device, steps: int = 5, profile: int = 0, impls=("eager",)) -> dict:
+    "Milliseconds per Muon step on `preset`'s hidden matrices: the batched optimizer (each of `impls`, the first one's figure as `batched_ms`) vs one matrix at a time (and, with `profile`, the top kernels of each implementation)."
     seed_everything(0)
     model = GPT(get_config(preset, vocab_size=128)).to(device)    # the vocabulary does not touch Muon's matrices
-    opt = build_optimizer(model, "muon").opts["muon"]               # the matrices the recipe gives Muon
-    mats = [p for g in opt.param_groups for p in g["params"]]
+    opts = {i: build_optimizer(model, "muon", muon_impl=i).opts["muon"] for i in impls}   # the matrices the recipe gives Muon
+    mats = [p for g in opts[impls[0]].param_groups for p in g["params"]]
     for p in mats: p.grad = torch.randn_like(p)
     bufs = [torch.zeros_like(p) for p in mats]
     def timed(fn):
@@ -190,10 +191,13 @@ def bench_muon(preset: str, device: torch.device, steps: int = 5, profile: int =
         for _ in range(steps): fn()
         _sync(device)
         return (time.perf_counter() - t0) / steps * 1e3
-    batched, looped = timed(opt.step), timed(lambda: _muon_per_matrix(mats, bufs))
-    out = {"preset": preset, "matrices": len(mats), "shapes": len({tuple(p.shape) for p in mats}),
-           "batched_ms": batched, "per_matrix_ms": looped, "speedup": looped / batched}
-    if profile: out["profile"], out["profile_split"] = _profile(lambda i: opt.step(), device, profile)
+    impl_ms = {i: timed(o.step) for i, o in opts.items()}          # a compiled step compiles in its warm-up call
+    looped = timed(lambda: _muon_per_matrix(mats, bufs))
+    out = {"preset": preset, "matrices": len(mats), "shapes": len({tuple(p.shape) for p in mats}), "muon_impl": impls[0],
+           "batched_ms": impl_ms[impls[0]], "impl_ms": impl_ms, "per_matrix_ms": looped, "speedup": looped / impl_ms[impls[0]]}
+    for k, (i, o) in enumerate(opts.items()) if profile else ():
+        suffix = "" if k == 0 else f"_{i}"                            # profile, profile_split: the first implementation's
+        out["profile" + suffix], out["profile_split" + suffix] = _profile(lambda _, o=o: o.step(), device, profile)
     return out
 
 # %% ../nbs/32_bench.ipynb #2a727362
@@ -255,8 +259,9 @@ def parse_configs(spec: str, batch_size: int, seq_len: int) -> list[tuple[str, i
 
 # %% ../nbs/32_bench.ipynb #7232009a
 def _variant(r: dict) -> str:
-    "A run's name: medllm-muon, medllm-adamw-fullce, medllm-adamw-fullce-cudnn, medllm-adamw-float32-residual, transformers-adamw."
-    name = f"{r['impl']}-{r['optimizer']}" + ("-fullce" if r.get("loss") == "full" else "")
+    "A run's name: medllm-muon, medllm-muon-compiled, medllm-adamw-fullce, medllm-adamw-fullce-cudnn, medllm-adamw-float32-residual, transformers-adamw."
+    name = f"{r['impl']}-{r['optimizer']}" + (f"-{r['muon_impl']}" if r.get("muon_impl") not in (None, "eager") else "")
+    name += "-fullce" if r.get("loss") == "full" else ""
     if r.get("attention") not in (None, "auto", "sdpa"): name += f"-{r['attention']}"
     if r.get("residual") not in (None, "compute"): name += f"-{r['residual']}-residual"
     if r.get("projections") not in (None, "fused"): name += f"-{r['projections']}-proj"   # saved runs of 2026-11-26 (not kept)
@@ -267,16 +272,18 @@ def _plan(configs, impls, optimizers, choices: dict) -> list[tuple]:
     """(preset, batch, seq, impl, optimizer, settings) in the order they run. `choices`: medllm's step settings, each a
     list whose first value is the recipe's. First, for every preset: the recipe's step with the first optimizer, the
     transformers baseline, the other optimizers. Then the variants: each changes one setting of the recipe's step and
-    runs with AdamW (it changes the model step; the optimizer is measured by the runs before)."""
+    runs with AdamW (it changes the model step; the optimizer is measured by the runs before), except a change of
+    `muon_impl`, which runs with Muon."""
     default = {k: v[0] for k, v in choices.items()}
-    variants = [{**default, k: x} for k, vals in choices.items() for x in vals[1:]]
     ablate_with = "adamw" if "adamw" in optimizers else optimizers[0]
+    variants = [({**default, k: x}, "muon" if k == "muon_impl" else ablate_with) for k, vals in choices.items() for x in vals[1:]
+                if k != "muon_impl" or "muon" in optimizers]
     first, later = [], []
     for preset, b, t in configs:
         med = [("medllm", o, default) for o in optimizers] if "medllm" in impls else []
         base = [("transformers", "adamw", None)] if "transformers" in impls else []
         first += [(preset, b, t, *x) for x in med[:1] + base + med[1:]]
-        if "medllm" in impls: later += [(preset, b, t, "medllm", ablate_with, v) for v in variants]
+        if "medllm" in impls: later += [(preset, b, t, "medllm", o, v) for v, o in variants]
     return first + later   # what a run cut short by its time budget must keep comes first
 
 
@@ -284,17 +291,17 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
               optimizers=("muon", "adamw"), compile: bool = False, steps: int = 10, warmup: int = 3, vocab_size: int = 50304,
               data: bool = True, evaluation: bool = True, log=print, losses=("chunked",), attentions=("auto",), muon: bool = True,
               time_budget: float | None = None, on_update=None, profile: int = 0, residuals=("compute",),
-              coordinate_descent: bool = False) -> dict:
+              coordinate_descent: bool = False, muon_impls=("eager",)) -> dict:
     """Every measurement of this notebook in one run; returns the JSON-ready record.
     `configs`: preset names (at `batch_size` × `seq_len`) or (preset, batch, seq) triples. `losses`, `attentions`,
-    `residuals`: medllm's step settings, the first of each the recipe's, every other one a variant (see
-    `_plan`). A run that fails is recorded with its error and the others go on; once `time_budget` seconds have passed
+    `residuals`, `muon_impls`: medllm's step settings, the first of each the recipe's, every other one a variant (see
+    `_plan`; the Muon step alone is also timed for each of `muon_impls`). A run that fails is recorded with its error and the others go on; once `time_budget` seconds have passed
     the remaining runs are recorded as skipped. `on_update(record)` is called after every run (the CLI writes the JSON
     each time, so a cut-off job keeps its figures). `coordinate_descent`: Inductor tunes its generated kernels' block
     sizes (`coordinate_descent_tuning`, as modded-nanogpt sets it) for every compiled model of the run, both implementations."""
     t_start = time.perf_counter()
     configs = [c if isinstance(c, tuple) else (c, batch_size, seq_len) for c in configs]
-    choices = {"residual": residuals, "attention": attentions, "loss": [resolve_loss(l, compile) for l in losses]}
+    choices = {"residual": residuals, "attention": attentions, "loss": [resolve_loss(l, compile) for l in losses], "muon_impl": muon_impls}
     choices = {k: list(dict.fromkeys(v)) for k, v in choices.items()}      # auto resolved as fit does; repeats dropped
     peak = matmul_peak(device)
     log(f"matmul peak: {peak / 1e12:.2f} TFLOP/s ({device})")
@@ -304,7 +311,7 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
            "coordinate_descent_tuning": coordinate_descent, "runs": [], "ratios": {}}
     runs = out["runs"]
     fpt = {(p, t): flops_per_token(p, vocab_size, t) for p, _, t in configs}   # once per preset and sequence length
-    theirs = {"loss": "transformers", "attention": "sdpa", "residual": None}  # the baseline's settings, for its record
+    theirs = {"loss": "transformers", "attention": "sdpa", "residual": None, "muon_impl": None}  # the baseline's settings, for its record
     tuning = contextlib.nullcontext()
     if coordinate_descent:   # for this run's compilations only, not for the rest of the process
         import torch._inductor.config as inductor_config
@@ -312,11 +319,13 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
     with tuning:
         for preset, b, t, impl, optimizer, settings in _plan(configs, impls, optimizers, choices):
             head = {"impl": impl, "preset": preset, "optimizer": optimizer, **(settings or theirs), "batch_size": b, "seq_len": t}
+            if optimizer != "muon": head["muon_impl"] = None
             if time_budget is not None and time.perf_counter() - t_start > time_budget:
                 runs.append({**head, "skipped": f"time budget of {time_budget:.0f} s spent"}); log(f"{preset:8} {_variant(head):30} skipped")
                 continue
             try:
-                kw = {"loss_impl": settings["loss"], "attention": settings["attention"], "residual": settings["residual"]} if settings else {}
+                kw = {"loss_impl": settings["loss"], "attention": settings["attention"], "residual": settings["residual"],
+                      "muon_impl": settings["muon_impl"]} if settings else {}
                 r = bench_step(impl, preset, b, t, device, optimizer, compile=compile, steps=steps, warmup=warmup,
                                vocab_size=vocab_size, profile=profile, **kw)
             except Exception as e:                                   # an out-of-memory or a compile failure: record it, go on
@@ -332,7 +341,7 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
     summarize(out)
     ref = out.get("projection", {}).get("preset")
     if muon and "medllm" in impls and "muon" in optimizers:
-        try: out["muon"] = bench_muon(ref or configs[0][0], device, profile=profile)
+        try: out["muon"] = bench_muon(ref or configs[0][0], device, profile=profile, impls=choices["muon_impl"])
         except Exception as e: out["muon"] = {"error": f"{type(e).__name__}: {e}"[:300]}
     for key, wanted, fn in (("data_loader", data, bench_data), ("evaluation", evaluation, lambda: bench_eval(device))):
         if not wanted: continue
@@ -411,6 +420,7 @@ def main(argv: list[str] | None = None):
                    "for this and the next two lists the first value is the recipe's step and every other one a one-change variant")
     p.add_argument("--attention", default="auto", help=f"medllm's preferred SDPA kernels to time: {', '.join(ATTENTION_BACKENDS)}")
     p.add_argument("--residual", default="compute", help=f"medllm's residual stream under autocast: {', '.join(RESIDUALS)}")
+    p.add_argument("--muon_impl", default="eager", help=f"Muon's elementwise work: {', '.join(MUON_IMPLS)} (a variant runs with Muon)")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--coordinate_descent", action="store_true", help="with --compile: Inductor's coordinate-descent tuning of its kernels, for both models")
     p.add_argument("--steps", type=int, default=10, help="timed steps per run")
@@ -442,6 +452,7 @@ def main(argv: list[str] | None = None):
     impls = names("impls", ("medllm", "transformers"))
     optimizers, losses = names("optimizers", ("muon", "adamw")), names("losses", ("auto", "chunked", "full"))
     attentions, residuals = names("attention", ATTENTION_BACKENDS, "attention"), names("residual", RESIDUALS, "residual")
+    muon_impls = names("muon_impl", MUON_IMPLS, "muon_impl")
     for name in ("batch_size", "seq_len", "steps", "vocab_size"):
         if getattr(a, name) < 1: raise ValueError(f"--{name} must be >= 1, got {getattr(a, name)}")
     if a.warmup < 1: raise ValueError(f"--warmup must be >= 1 (the first step compiles and allocates), got {a.warmup}")
@@ -453,7 +464,7 @@ def main(argv: list[str] | None = None):
     save = (lambda res: Path(a.output).write_text(json.dumps(res, indent=1))) if a.output else None
     res = run_bench(configs, a.batch_size, a.seq_len, device, impls, optimizers, a.compile, a.steps, a.warmup, a.vocab_size,
                     not a.no_data, not a.no_eval, losses=losses, attentions=attentions, muon=not a.no_muon, time_budget=a.time_budget, on_update=save,
-                    profile=a.profile, residuals=residuals, coordinate_descent=a.coordinate_descent)
+                    profile=a.profile, residuals=residuals, coordinate_descent=a.coordinate_descent, muon_impls=muon_impls)
     print_summary(res)
 
 
@@ -473,10 +484,13 @@ def print_summary(res: dict):
               f"{o['8_gpus_sharded_muon']:.1%}, replicated {o['8_gpus_replicated_muon']:.1%}")
     if "error" not in res.get("muon", {"error": 1}):
         m = res["muon"]
-        print(f"Muon step ({m['preset']}, {m['matrices']} matrices in {m['shapes']} shapes): batched {m['batched_ms']:.1f} ms, "
-              f"one matrix at a time {m['per_matrix_ms']:.1f} ms ({m['speedup']:.1f}x)")
-        if "profile_split" in m: print(f"  {_split_line(m['profile_split'])}")
-        for e in m.get("profile", []): print(f"  {e['ms_per_step']:9.2f} ms {e['calls_per_step']:6.0f}x  {e['name']}")
+        others = "".join(f", {i} {ms:.1f} ms" for i, ms in m.get("impl_ms", {}).items() if i != m.get("muon_impl", "eager"))
+        print(f"Muon step ({m['preset']}, {m['matrices']} matrices in {m['shapes']} shapes): batched {m['batched_ms']:.1f} ms"
+              f" ({m.get('muon_impl', 'eager')}){others}, one matrix at a time {m['per_matrix_ms']:.1f} ms ({m['speedup']:.1f}x)")
+        for i in m.get("impl_ms", {"eager": 0}):
+            suffix = "" if i == m.get("muon_impl", "eager") else f"_{i}"
+            if "profile_split" + suffix in m: print(f"  {i}: {_split_line(m['profile_split' + suffix])}")
+            for e in m.get("profile" + suffix, []): print(f"  {e['ms_per_step']:9.2f} ms {e['calls_per_step']:6.0f}x  {e['name']}")
     if "projection" in res:
         pr = res["projection"]
         print(f"projection of {pr['preset']} ({pr['variant']}, {pr['assumptions']}):")

@@ -15,7 +15,7 @@ from torch import Tensor
 from .core import kill_point
 
 # %% auto #0
-__all__ = ['NS_COEFFICIENTS', 'newton_schulz', 'Muon', 'Optimizers', 'build_optimizer', 'lr_multiplier']
+__all__ = ['NS_COEFFICIENTS', 'MUON_IMPLS', 'newton_schulz', 'Muon', 'Optimizers', 'build_optimizer', 'lr_multiplier']
 
 # %% ../nbs/20_optim.ipynb #bfc5448a
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Keller Jordan's quintic: maximal slope at zero
@@ -38,11 +38,42 @@ def newton_schulz(G: Tensor, steps: int = 5, coefficients=NS_COEFFICIENTS, eps: 
     return X.mT if tall else X
 
 # %% ../nbs/20_optim.ipynb #a641496c
+def _lerp_momentum(bufs: list[Tensor], grads: list[Tensor], momentum: float):
+    "buf ← lerp(buf, grad, 1-β) = β·buf + (1-β)·grad, in place."
+    torch._foreach_lerp_(bufs, grads, 1 - momentum)
+
+
+def _momentum_stack(grads: list[Tensor], bufs: list[Tensor], tall: tuple[bool, ...], momentum: float, nesterov: bool,
+                    dtype: torch.dtype) -> Tensor:
+    "The first half of a Muon step for one stack, as plain tensor code for Inductor to fuse: buf ← lerp(buf, grad, 1-β) in place, then the look-ahead cast into one (k, short, long) stack, tall matrices transposed."
+    _lerp_momentum(bufs, grads, momentum)
+    looks = torch._foreach_lerp(grads, bufs, momentum) if nesterov else bufs
+    return torch.stack([u.mT if t else u for u, t in zip(looks, tall)]).to(dtype)
+
+
+def _apply_update(params: list[Tensor], update: Tensor, tall: tuple[bool, ...], scales: tuple[float, ...], lr: Tensor,
+                  weight_decay: float):
+    "The second half: decoupled weight decay, then p ← p - lr·scale·update, the update transposed back where tall. `lr` is a tensor, so a new learning rate is not a new compilation."
+    for p, u, t, s in zip(params, update.unbind(0), tall, scales):
+        if weight_decay: p.mul_(1 - lr * weight_decay)
+        p.sub_((u.mT if t else u).float() * (lr * s))
+
+
+_FUSED: dict = {}   # the two halves compiled, built on first use (importing medllm does not load the compiler)
+
+
+def _fused(fn):
+    if fn not in _FUSED: _FUSED[fn] = torch.compile(fn, fullgraph=True, dynamic=False)
+    return _FUSED[fn]
+
+
 class Muon(torch.optim.Optimizer):
     "Muon: SGD-momentum whose update is orthogonalised by Newton–Schulz; for 2-D hidden matrices only."
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True, weight_decay: float = 0.0,
-                 ns_steps: int = 5, ns_dtype: torch.dtype = torch.bfloat16, shard: bool = True):
-        self.shard = shard   # under torch.distributed: each rank orthogonalises its share of the matrices, then broadcasts
+                 ns_steps: int = 5, ns_dtype: torch.dtype = torch.bfloat16, shard: bool = True, compiled: bool = False):
+        self.shard = shard        # under torch.distributed: each rank orthogonalises its share of the matrices, then broadcasts
+        self.compiled = compiled  # the elementwise work before and after Newton–Schulz fused by torch.compile (see above)
+        self._lr = {}             # compiled: each group's learning rate as a device tensor
         if lr <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
             raise ValueError(f"Muon needs lr > 0, 0 <= momentum < 1, weight_decay >= 0 (got {lr}, {momentum}, {weight_decay})")
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
@@ -57,26 +88,41 @@ class Muon(torch.optim.Optimizer):
         dist = torch.distributed
         rank, world = (dist.get_rank(), dist.get_world_size()) if self.shard and dist.is_available() and dist.is_initialized() else (0, 1)
         owned, i = [], 0                                                      # (matrix, owning rank): what is broadcast
-        for g in self.param_groups:
-            lr, mom, wd = g["lr"], g["momentum"], g["weight_decay"]
+        for gi, g in enumerate(self.param_groups):
+            lr, mom, wd, dtype = g["lr"], g["momentum"], g["weight_decay"], g["ns_dtype"]
             params = [p for p in g["params"] if p.grad is not None]
             if not params: continue
+            grads = [p.grad for p in params]
             bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad)) for p in params]
-            torch._foreach_lerp_(bufs, [p.grad for p in params], 1 - mom)      # buf = mom·buf + (1-mom)·grad (every rank)
             groups: dict[tuple, list[int]] = {}                               # tall matrices transposed: (short, long) each
             for j, p in enumerate(params): groups.setdefault((min(p.shape), max(p.shape)), []).append(j)
+            stacks = []                                                       # (short, long, this rank's matrices)
             for (short, long), idx in groups.items():
                 owners = [(i + k) % world for k in range(len(idx))]          # round robin over all matrices, shape by shape
                 i += len(idx)
                 owned += [(params[j], o) for j, o in zip(idx, owners)]
                 mine = [j for j, o in zip(idx, owners) if o == rank]          # the others are orthogonalised elsewhere
-                if not mine: continue
-                P, bufs_p = [params[j] for j in mine], [bufs[j] for j in mine]
-                U = torch._foreach_lerp([p.grad for p in P], bufs_p, mom) if g["nesterov"] else bufs_p  # look ahead along the momentum
-                tall = [p.size(0) > p.size(1) for p in P]
-                X = torch.empty(len(P), short, long, dtype=g["ns_dtype"], device=P[0].device)
-                torch._foreach_copy_([x.mT if t else x for x, t in zip(X.unbind(0), tall)], U)  # cast into one stack: one pass
-                update = newton_schulz(X, g["ns_steps"], dtype=g["ns_dtype"]).unbind(0)     # (short, long) each, in ns_dtype
+                if mine: stacks.append((short, long, mine))
+            fused = {j for *_, mine in stacks for j in mine} if self.compiled else set()  # their momentum is fused below
+            rest = [j for j in range(len(params)) if j not in fused]
+            lerp = _fused(_lerp_momentum) if self.compiled else _lerp_momentum   # compiled: Inductor's rounding on every rank
+            if rest: lerp([bufs[j] for j in rest], [grads[j] for j in rest], mom)  # buf = mom·buf + (1-mom)·grad
+            if self.compiled:
+                lr_t = self._lr.setdefault(gi, torch.empty((), device=params[0].device))
+                lr_t.fill_(lr)                                                # no host sync, no recompilation
+            for short, long, mine in stacks:
+                P, G, B = [params[j] for j in mine], [grads[j] for j in mine], [bufs[j] for j in mine]
+                tall = tuple(p.size(0) > p.size(1) for p in P)
+                if self.compiled: X = _fused(_momentum_stack)(G, B, tall, mom, g["nesterov"], dtype)
+                else:
+                    U = torch._foreach_lerp(G, B, mom) if g["nesterov"] else B  # look ahead along the momentum
+                    X = torch.empty(len(P), short, long, dtype=dtype, device=P[0].device)
+                    torch._foreach_copy_([x.mT if t else x for x, t in zip(X.unbind(0), tall)], U)  # cast into one stack: one pass
+                update = newton_schulz(X, g["ns_steps"], dtype=dtype)             # (k, short, long), in ns_dtype
+                if self.compiled:
+                    _fused(_apply_update)(P, update, tall, tuple(math.sqrt(long / short) if t else 1.0 for t in tall), lr_t, wd)
+                    continue
+                update = update.unbind(0)
                 if wd: torch._foreach_mul_(P, 1 - lr * wd)                     # decoupled weight decay
                 for want_tall, scale in ((False, 1.0), (True, math.sqrt(long / short))):   # sqrt(max(1, rows/cols))
                     sel = [k for k, t in enumerate(tall) if t == want_tall]
@@ -87,6 +133,9 @@ class Muon(torch.optim.Optimizer):
         return loss
 
 # %% ../nbs/20_optim.ipynb #66193aa2
+MUON_IMPLS = ("eager", "compiled")   # Muon's elementwise work: foreach kernels, or fused by torch.compile
+
+
 class Optimizers:
     "Several optimizers stepped together (Muon for matrices, AdamW for the rest), with one state dict."
     def __init__(self, opts: dict[str, torch.optim.Optimizer]):
@@ -120,9 +169,10 @@ class Optimizers:
 
 def build_optimizer(model: torch.nn.Module, optimizer: str = "muon", lr_matrix: float = 0.02, lr_embed: float = 0.2,
                     lr_head: float = 0.004, lr_scalar: float = 0.02, lr_adamw: float = 3e-3, weight_decay: float = 0.0,
-                    fused: bool | None = None) -> Optimizers:
-    "Muon on the 2-D hidden matrices and AdamW on embedding, head and gains ('muon'), or AdamW on everything ('adamw')."
+                    fused: bool | None = None, muon_impl: str = "eager") -> Optimizers:
+    "Muon on the 2-D hidden matrices and AdamW on embedding, head and gains ('muon'), or AdamW on everything ('adamw'). `muon_impl`: Muon's elementwise work as foreach kernels ('eager') or fused by torch.compile ('compiled')."
     if optimizer not in ("muon", "adamw"): raise ValueError(f"unknown optimizer {optimizer!r}: use muon or adamw")
+    if muon_impl not in MUON_IMPLS: raise ValueError(f"unknown muon_impl {muon_impl!r}: use {' or '.join(MUON_IMPLS)}")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     embed = [p for n, p in named if n == "embed.weight"]
     head = [p for n, p in named if n == "lm_head.weight"]
@@ -135,7 +185,7 @@ def build_optimizer(model: torch.nn.Module, optimizer: str = "muon", lr_matrix: 
         return Optimizers({"adamw": torch.optim.AdamW(groups, lr=lr_adamw, **adam_kw)})
     adamw = torch.optim.AdamW([dict(params=embed, lr=lr_embed), dict(params=head, lr=lr_head), dict(params=scalars, lr=lr_scalar)],
                               weight_decay=0.0, **adam_kw)
-    return Optimizers({"muon": Muon(matrices, lr=lr_matrix, weight_decay=weight_decay), "adamw": adamw})
+    return Optimizers({"muon": Muon(matrices, lr=lr_matrix, weight_decay=weight_decay, compiled=muon_impl == "compiled"), "adamw": adamw})
 
 # %% ../nbs/20_optim.ipynb #42cf4faf
 def lr_multiplier(step: int, total_steps: int, warmup_steps: int = 0, schedule: str = "wsd", decay_frac: float = 0.2,

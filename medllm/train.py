@@ -29,7 +29,7 @@ from .core import (ArgParser, atomic_write, autocast, cli, dist_info, fault, get
                          writable_dir)
 from .layers import ATTENTION_BACKENDS
 from .model import CONFIGS, GPT, RESIDUALS, ModelConfig, generate, get_config, pad_vocab, resolve_loss
-from .optim import build_optimizer, lr_multiplier
+from .optim import MUON_IMPLS, build_optimizer, lr_multiplier
 from .packing import DataConfig, Pipeline, ShardRows, TokenRows, make_loader, read_metadata
 from .reasoning import format_question, prompt_parts
 from .tokenizer import Tokenizer, get_tokenizer, tokenizer_from_spec
@@ -53,6 +53,7 @@ class TrainConfig:
     max_steps: int | None = 200       # optimizer steps (or derived from max_tokens)
     max_tokens: int | None = None     # training tokens; sets max_steps when max_steps is None
     optimizer: str = "muon"           # muon (Muon on matrices + AdamW) or adamw
+    muon_impl: str = "eager"          # Muon's elementwise work: eager (foreach kernels) or compiled (fused by torch.compile; 20_optim)
     lr_matrix: float = 0.02           # Muon learning rate
     lr_embed: float = 0.2             # AdamW: embedding
     lr_head: float = 0.004            # AdamW: output head
@@ -96,6 +97,7 @@ class TrainConfig:
         if self.seq_len > limit: raise ValueError(f"seq_len {self.seq_len} is beyond model {self.model!r}'s maximum of {limit}")
         if self.max_steps is None and self.max_tokens is None: raise ValueError("give max_steps or max_tokens")
         if self.optimizer not in ("muon", "adamw"): raise ValueError(f"unknown optimizer {self.optimizer!r}: use muon or adamw")
+        if self.muon_impl not in MUON_IMPLS: raise ValueError(f"unknown muon_impl {self.muon_impl!r}: use {' or '.join(MUON_IMPLS)}")
         resolve_loss(self.loss, self.compile)   # raises on an unknown name
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"unknown attention {self.attention!r}: use {', '.join(ATTENTION_BACKENDS)}")
@@ -328,7 +330,7 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
     model.residual = cfg.residual
     if ckpt: model.load_state_dict(ckpt["model"])
     opt = build_optimizer(model, cfg.optimizer, cfg.lr_matrix, cfg.lr_embed, cfg.lr_head, cfg.lr_scalar, cfg.lr_adamw, cfg.weight_decay,
-                          fused=device.type == "cuda")   # fused AdamW: one kernel for all tensors
+                          fused=device.type == "cuda", muon_impl=cfg.muon_impl)   # fused AdamW: one kernel for all tensors
     if ckpt: opt.load_state_dict(ckpt["optimizer"])
     loader, val_batches = _data(cfg, tok, info, start_batch=ckpt["batches"] if ckpt else 0)
     batches_consumed = ckpt["batches"] if ckpt else 0

@@ -7,10 +7,10 @@ from medllm import optim
 SHAPES = [(16, 8), (8, 16), (12, 12), (4, 20), (20, 4), (12, 12), (16, 8), (12, 12)]   # repeats: stacked per shape
 
 
-def run(shard: bool):
+def run(shard: bool, compiled: bool = False):
     torch.manual_seed(0)
     ps = [torch.nn.Parameter(torch.randn(*s)) for s in SHAPES]
-    opt = optim.Muon(ps, lr=0.02, weight_decay=0.01, shard=shard)
+    opt = optim.Muon(ps, lr=0.02, weight_decay=0.01, shard=shard, compiled=compiled)
     calls, orig = [0], optim.newton_schulz
 
     def counted(G, *a, **k):                             # matrices orthogonalised (a stack counts each of its matrices)
@@ -21,6 +21,7 @@ def run(shard: bool):
         for step in range(3):
             g = torch.Generator().manual_seed(step)
             for p in ps: p.grad = torch.randn(p.shape, generator=g)
+            for group in opt.param_groups: group["lr"] = 0.02 / (step + 1)   # a schedule
             opt.step()
     finally:
         optim.newton_schulz = orig
@@ -30,12 +31,14 @@ def run(shard: bool):
 if __name__ == "__main__":
     dist.init_process_group("gloo")
     rank = dist.get_rank()
-    sharded, n_sharded, opt = run(True)
-    replicated, n_replicated, _ = run(False)
-    assert all(torch.equal(x, y) for x, y in zip(sharded, replicated)), "sharded Muon differs from replicated Muon"
-    for x in sharded:                                    # and every rank holds the same matrices
-        y = x.clone(); dist.broadcast(y, 0)
-        assert torch.equal(x, y)
-    assert len(opt.state) == len(SHAPES)                 # every rank keeps every momentum buffer: rank 0's checkpoint is whole
-    print(f"rank {rank}: matrices orthogonalised sharded {n_sharded} replicated {n_replicated}", flush=True)
+    for compiled in (False, True):                       # eager, then the elementwise work compiled (20_optim)
+        sharded, n_sharded, opt = run(True, compiled)
+        replicated, n_replicated, _ = run(False, compiled)
+        assert all(torch.equal(x, y) for x, y in zip(sharded, replicated)), f"sharded Muon differs from replicated Muon ({compiled=})"
+        bufs = [opt.state[p]["momentum_buffer"] for g in opt.param_groups for p in g["params"]]
+        for x in sharded + bufs:                         # and every rank holds the same matrices and momentum buffers
+            y = x.clone(); dist.broadcast(y, 0)
+            assert torch.equal(x, y), f"ranks differ ({compiled=})"
+        assert len(opt.state) == len(SHAPES)             # every rank keeps every momentum buffer: rank 0's checkpoint is whole
+        print(f"rank {rank}: {'compiled' if compiled else 'eager'}: matrices orthogonalised sharded {n_sharded} replicated {n_replicated}", flush=True)
     dist.destroy_process_group()

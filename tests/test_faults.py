@@ -317,7 +317,7 @@ def _cases(tok, ckpt, tmp):
         t("--resume", "/no/such/checkpoint.pt"), t("--output", unwritable), t("--eval_every", -1), t("--log_every", 0),
         t("--keep_last", 0), t("--val_fraction", 1.5), t("--dtype", "float8"), t("--device", "tpu"), t("--num_workers", -1),
         t("--lr_matrix", "fast"), t("--nonfinite", "ignore"), t("--no_such_flag"), t("--data_dir", a_file),
-        t("--loss", "fused"), t("--attention", "fast"), t("--residual", "fp16"),
+        t("--loss", "fused"), t("--attention", "fast"), t("--residual", "fp16"), t("--muon_impl", "fused"),
         p("--max_tokens", 0), p("--seq_len", 0), p("--val_fraction", 2), p("--datasets", ""), p("--tokenizer", "nope"),
         p("--output", unwritable), p("--shard_tokens", 0), p("--epoch_policy", "forever"), p("--shuffle_buffer", -1),
         p("--decontaminate", "medqa=/no/such.jsonl"), p("--decontaminate", "nosuchbench=x.jsonl"),
@@ -345,6 +345,7 @@ def _cases(tok, ckpt, tmp):
         ("bench", ["--device", "cpu", "--configs", "nano:2by64"]), ("bench", ["--show", tmp / "no_such.json"]),
         ("bench", ["--show", a_file]), ("bench", ["--device", "cpu", "--profile", -1]),
         ("bench", ["--device", "cpu", "--residual", "fp16"]),
+        ("bench", ["--device", "cpu", "--muon_impl", "fused"]),
     ]
 
 
@@ -368,7 +369,7 @@ def test_bad_flags_every_cli(demo_tok, tiny_ckpt, tmp_path):
         leaked = any(x in msg for x in ("Traceback", "Errno", "range()", "NoneType", "has no attribute", "invalid literal"))
         if code != 2 or "\n" in msg or not msg or leaked: failures.append((name, args, code, msg[-300:]))
     assert not failures, "\n".join(map(str, failures))
-    assert len(cases) >= 89
+    assert len(cases) >= 91
 
 
 @pytest.mark.parametrize("cli,args", [("medllm-train", ["--model", "gigantic"]), ("medllm-evaluate", ["--checkpoint", "/no.pt"]),

@@ -81,7 +81,7 @@ def test_schedules():
 
 
 def test_sharded_muon_under_torchrun_equals_replicated():
-    "Two torchrun processes: each orthogonalises its share of the matrices (4 + 4 of 8, three steps), and the result is bitwise the same."
+    "Two torchrun processes: each orthogonalises its share of the matrices (4 + 4 of 8, three steps), and the result is bitwise the same, eager and compiled; the ranks' momentum buffers agree too."
     import socket
     import subprocess
     from conftest import BIN
@@ -92,5 +92,5 @@ def test_sharded_muon_under_torchrun_equals_replicated():
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     import re
-    got = sorted(re.findall(r"rank (\d): matrices orthogonalised sharded (\d+) replicated (\d+)", r.stdout))   # lines may interleave
-    assert got == [("0", "12", "24"), ("1", "12", "24")], r.stdout
+    got = sorted(re.findall(r"rank (\d): (\w+): matrices orthogonalised sharded (\d+) replicated (\d+)", r.stdout))   # lines may interleave
+    assert got == [(rank, impl, "12", "24") for rank in "01" for impl in ("compiled", "eager")], r.stdout
