@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medllm.model import GPT, get_config
-from medllm.optim import Muon, build_optimizer, lr_multiplier, newton_schulz
+from medllm.optim import MUON_IMPLS, Muon, build_optimizer, lr_multiplier, newton_schulz
 
 
 def test_newton_schulz_orthogonalises():
@@ -94,3 +94,28 @@ def test_sharded_muon_under_torchrun_equals_replicated():
     import re
     got = sorted(re.findall(r"rank (\d): (\w+): matrices orthogonalised sharded (\d+) replicated (\d+)", r.stdout))   # lines may interleave
     assert got == [(rank, impl, "12", "24") for rank in "01" for impl in ("compiled", "eager")], r.stdout
+
+
+def test_muon_impls_agree_with_eager():
+    """compiled (Inductor's rounding) and compiled_fold (a·X folded into Newton–Schulz's product) move the weights as eager
+    does, within bf16 noise. Full-rank gradients: a low-rank one (a tiny batch) has directions that are rounding noise,
+    which Newton–Schulz scales up to the size of the others, in every implementation differently."""
+    m = GPT(get_config("nano", vocab_size=256, n_layer=1))
+    flags = {impl: (lambda o: (o.compiled, o.ns_fold))(build_optimizer(m, muon_impl=impl).opts["muon"]) for impl in MUON_IMPLS}
+    assert flags == {"eager": (False, False), "compiled": (True, False), "compiled_fold": (True, True)}
+    with pytest.raises(ValueError, match="unknown muon_impl"): build_optimizer(m, muon_impl="fused")
+    torch.manual_seed(0)
+    W0 = [torch.randn(*s) for s in ((64, 32), (32, 64), (64, 32), (48, 48), (48, 48))]
+    grads = [[torch.randn_like(w) for w in W0] for _ in range(4)]
+    final = {}
+    for impl in MUON_IMPLS:
+        W = [w.clone().requires_grad_() for w in W0]
+        opt = Muon(W, weight_decay=0.1, compiled=impl != "eager", ns_fold=impl == "compiled_fold")
+        for step, gs in enumerate(grads):
+            for w, g in zip(W, gs): w.grad = g.clone()
+            for group in opt.param_groups: group["lr"] = 0.02 * (1 - step / 8)
+            opt.step()
+        final[impl] = W
+    for impl in ("compiled", "compiled_fold"):
+        gap = [((a - b).norm() / (b - w0).norm()).item() for a, b, w0 in zip(final[impl], final["eager"], W0)]
+        assert max(gap) < (0.01 if impl == "compiled" else 0.05), (impl, gap)

@@ -14,10 +14,13 @@
 #     transformers' Qwen3ForCausalLM (fused AdamW) at the same shapes, compiled, bf16: tokens/s, MFU, peak memory, compile
 #     time, the optimizer's share, and the PROFILE kernels that took the most time over two profiled steps, with the
 #     split of all kernel time into matmul, attention, Inductor-generated and other;
-#   - then the variants, each one change from the recipe's step, timed with AdamW: RESIDUAL, ATTENTION and LOSSES are
-#     lists whose first value is the recipe's (defaults: compute,float32 / auto / auto), so by default the bf16 residual
-#     stream is measured against the float32 one it replaced;
-#   - Muon batched vs one matrix at a time, the data loader, evaluation, and the 8xH100 projection.
+#   - then the variants, each one change from the recipe's step: MUON_IMPL, RESIDUAL, ATTENTION and LOSSES are lists whose
+#     first value is the recipe's (defaults: eager,compiled,compiled_fold / compute / auto / auto). A Muon variant runs
+#     with Muon (by default: Muon's elementwise work compiled, and also with a·X folded into Newton–Schulz's product,
+#     against the eager recipe); the others with AdamW (RESIDUAL=compute,float32 measures the bf16 residual stream
+#     against the float32 one it replaced, as the run of 2026-11-26 did);
+#   - the Muon step alone, for each MUON_IMPL, and one matrix at a time; the data loader, evaluation, and the 8xH100
+#     projection (from the fastest Muon run of medium).
 # Runs still waiting when BUDGET seconds have passed are recorded as skipped, so the command ends inside the device's
 # limit. The JSON (written after every run) and the log land in $OUT, which the device tool brings back; the table is
 # printed last.
@@ -35,6 +38,6 @@ $PY -c "import torch, transformers; print('torch', torch.__version__, '| transfo
   | tee -a "$OUT/card.txt"
 COMPILE=${COMPILE---compile}
 $PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto}" \
-  --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute,float32}" $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-400}" \
-  --profile "${PROFILE:-12}" --output "$OUT/bench.json" ${EXTRA:-} 2>&1 | tee "$OUT/bench.log"
+  --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute}" --muon_impl "${MUON_IMPL:-eager,compiled,compiled_fold}" $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-400}" \
+  --profile "${PROFILE:-20}" --output "$OUT/bench.json" ${EXTRA:-} 2>&1 | tee "$OUT/bench.log"
 exit "${PIPESTATUS[0]}"
