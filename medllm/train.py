@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -53,14 +55,14 @@ class TrainConfig:
     max_steps: int | None = 200       # optimizer steps (or derived from max_tokens)
     max_tokens: int | None = None     # training tokens; sets max_steps when max_steps is None
     optimizer: str = "muon"           # muon (Muon on matrices + AdamW) or adamw
-    muon_impl: str = "eager"          # Muon's elementwise work: eager (foreach kernels) or compiled (fused by torch.compile; 20_optim)
+    muon_impl: str = "eager"          # Muon's elementwise work: eager (foreach kernels), compiled (fused by torch.compile), compiled_fold (also a·X folded into Newton–Schulz; 20_optim)
     lr_matrix: float = 0.02           # Muon learning rate
     lr_embed: float = 0.2             # AdamW: embedding
     lr_head: float = 0.004            # AdamW: output head
     lr_scalar: float = 0.02           # AdamW: norm gains
     lr_adamw: float = 3e-3            # AdamW-only runs: every tensor
-    weight_decay: float = 0.0
-    warmup_steps: int = 10
+    weight_decay: float = 0.0         # decoupled weight decay on the hidden matrices (Muon or AdamW)
+    warmup_steps: int = 10            # steps of linear learning-rate warmup
     schedule: str = "wsd"             # wsd, cosine or constant
     decay_frac: float = 0.3           # WSD: fraction of steps spent decaying
     grad_clip: float = 1.0            # max gradient norm (0 = off)
@@ -76,9 +78,9 @@ class TrainConfig:
     loss: str = "auto"                # cross-entropy: chunked (never the full logits), full, or auto = full when compiled
     attention: str = "auto"           # preferred SDPA kernel: auto, cudnn, flash, efficient, math (see medllm-bench)
     residual: str = "compute"         # residual stream under autocast: compute (bf16, half the bytes) or float32 (11_model)
-    device: str = "auto"
+    device: str = "auto"              # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps
     dtype: str = "auto"               # autocast dtype: auto = bf16 on CUDA, float32 on CPU
-    seed: int = 0
+    seed: int = 0                     # random state: initialisation, the streaming data's shuffle and split, sampling
     deterministic: bool = False       # bitwise-repeatable runs: deterministic algorithms and, on CPU, one thread (slower)
     num_workers: int = 0              # DataLoader workers per process
     test_only: bool = False           # build everything, run one step, report, exit
@@ -456,16 +458,24 @@ def _flag_type(f: dataclasses.Field):
     return str
 
 
+def _field_comments(cls) -> dict[str, str]:
+    "Each dataclass field's end-of-line comment in `cls`'s source (the flags' help), {} where the source cannot be read."
+    try: src = inspect.getsource(cls)
+    except (OSError, TypeError): return {}
+    return {m[1]: m[2].strip() for m in re.finditer(r"^    (\w+): [^#\n]*#(.*)$", src, re.M)}
+
+
 def train_parser() -> ArgParser:
-    "The medllm-train flags: one per TrainConfig field."
+    "The medllm-train flags: one per TrainConfig field, its help the field's comment."
     p = ArgParser(prog="medllm-train", description="Pretrain a medllm model (one process, or one rank under torchrun).")
+    notes = _field_comments(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
-        kind, default = _flag_type(f), f.default
+        kind, default, note = _flag_type(f), f.default, notes.get(f.name, "")
         if kind is bool:
-            p.add_argument(f"--{f.name}", action="store_true", default=default)
-            if default: p.add_argument(f"--no_{f.name}", dest=f.name, action="store_false")
+            p.add_argument(f"--{f.name}", action="store_true", default=default, help=note or None)
+            if default: p.add_argument(f"--no_{f.name}", dest=f.name, action="store_false", help=f"turn --{f.name} off")
         else:
-            p.add_argument(f"--{f.name}", type=kind, default=default, help=f"default {default}")
+            p.add_argument(f"--{f.name}", type=kind, default=default, help=f"{note + '; ' if note else ''}default {default}")
     p.add_argument("--streaming", action="store_true", help="stream --datasets (the default when no --data_dir is given)")
     return p
 
