@@ -259,9 +259,9 @@ def parse_configs(spec: str, batch_size: int, seq_len: int) -> list[tuple[str, i
 
 # %% ../nbs/32_bench.ipynb #7232009a
 def _variant(r: dict) -> str:
-    "A run's name: medllm-muon, medllm-muon-compiled, medllm-adamw-fullce, medllm-adamw-fullce-cudnn, medllm-adamw-float32-residual, transformers-adamw."
+    "A run's name: medllm-muon, medllm-muon-compiled, medllm-adamw-fullce, medllm-adamw-lsece, medllm-adamw-fullce-cudnn, medllm-adamw-float32-residual, transformers-adamw."
     name = f"{r['impl']}-{r['optimizer']}" + (f"-{r['muon_impl']}" if r.get("muon_impl") not in (None, "eager") else "")
-    name += "-fullce" if r.get("loss") == "full" else ""
+    name += {"full": "-fullce", "lse": "-lsece"}.get(r.get("loss"), "")
     if r.get("attention") not in (None, "auto", "sdpa"): name += f"-{r['attention']}"
     if r.get("residual") not in (None, "compute"): name += f"-{r['residual']}-residual"
     if r.get("projections") not in (None, "fused"): name += f"-{r['projections']}-proj"   # saved runs of 2026-11-26 (not kept)
@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None):
     p.add_argument("--seq_len", type=int, default=1024, help="sequence length for presets given without a shape")
     p.add_argument("--impls", default="medllm,transformers", help="medllm, transformers")
     p.add_argument("--optimizers", default="muon,adamw", help="medllm's optimizers to time: muon, adamw")
-    p.add_argument("--losses", default="auto", help="medllm's cross-entropy implementations to time: auto (as fit: full when compiled), chunked, full; "
+    p.add_argument("--losses", default="auto", help="medllm's cross-entropy implementations to time: auto (as fit: full when compiled), chunked, full, lse; "
                    "for this and the next two lists the first value is the recipe's step and every other one a one-change variant")
     p.add_argument("--attention", default="auto", help=f"medllm's preferred SDPA kernels to time: {', '.join(ATTENTION_BACKENDS)}")
     p.add_argument("--residual", default="compute", help=f"medllm's residual stream under autocast: {', '.join(RESIDUALS)}")
@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None):
         if not got: raise ValueError(f"--{flag} is empty")
         return got
     impls = names("impls", ("medllm", "transformers"))
-    optimizers, losses = names("optimizers", ("muon", "adamw")), names("losses", ("auto", "chunked", "full"))
+    optimizers, losses = names("optimizers", ("muon", "adamw")), names("losses", ("auto", *LOSS_IMPLS))
     attentions, residuals = names("attention", ATTENTION_BACKENDS, "attention"), names("residual", RESIDUALS, "residual")
     muon_impls = names("muon_impl", MUON_IMPLS, "muon_impl")
     for name in ("batch_size", "seq_len", "steps", "vocab_size"):

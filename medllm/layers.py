@@ -16,7 +16,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # %% auto #0
 __all__ = ['ATTENTION_BACKENDS', 'RMSNorm', 'rope_tables', 'rotate_half', 'apply_rope', 'sdpa_order', 'KVCache',
-           'CausalSelfAttention', 'SwiGLU', 'ReLU2MLP', 'swiglu_hidden', 'softcap', 'linear_cross_entropy', 'Block']
+           'CausalSelfAttention', 'SwiGLU', 'ReLU2MLP', 'swiglu_hidden', 'softcap', 'linear_cross_entropy',
+           'logits_cross_entropy', 'Block']
 
 # %% ../nbs/10_layers.ipynb #ad9987a8
 class RMSNorm(nn.Module):
@@ -205,6 +206,31 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
     h, targets = h.reshape(-1, h.size(-1)), targets.reshape(-1)
     chunk = chunk or max(1, 2 ** 26 // weight.size(0))  # ~256 MB of float32 logits per chunk
     return _LinearCrossEntropy.apply(h, weight, targets, float(cap or 0.0), chunk)
+
+# %% ../nbs/10_layers.ipynb #f0f71abd
+class _LogitsCrossEntropy(torch.autograd.Function):
+    "Mean cross-entropy of logits (N, V) against targets (N,; -1 = ignored), saving only the logits (their own dtype) and each row's log-sum-exp for the backward pass."
+    @staticmethod
+    def forward(ctx, z, targets):
+        zf = z.to(torch.promote_types(z.dtype, torch.float32))               # bf16 -> float32 (float64 stays)
+        lse = torch.logsumexp(zf, dim=-1)                                     # (N,)
+        n_valid = (targets != -1).sum().clamp(min=1).to(lse.dtype)
+        z_tgt = zf.gather(1, targets.clamp(min=0)[:, None]).squeeze(1)        # (N,) logit of the target
+        ctx.save_for_backward(z, lse, targets, n_valid)
+        return ((lse - z_tgt) * (targets != -1)).sum() / n_valid
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        z, lse, targets, n_valid = ctx.saved_tensors
+        scale = grad_out / n_valid * (targets != -1)                          # (N,): 0 on ignored rows
+        one_hot = torch.arange(z.size(1), device=z.device)[None] == targets[:, None]
+        grad = (torch.exp(z.to(lse.dtype) - lse[:, None]) - one_hot.to(lse.dtype)) * scale[:, None]  # float32, then cast
+        return grad.to(z.dtype), None
+
+
+def logits_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    "Mean cross-entropy of `logits` (..., V) against `targets` (...; -1 = ignored), as `F.cross_entropy` on float32 logits, keeping only the logits and a log-sum-exp per row for the backward pass (for compiled runs)."
+    return _LogitsCrossEntropy.apply(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
 
 # %% ../nbs/10_layers.ipynb #b81d7d33
 class Block(nn.Module):

@@ -18,7 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import atomic_write
-from .layers import ATTENTION_BACKENDS, Block, KVCache, RMSNorm, linear_cross_entropy, rope_tables, softcap, swiglu_hidden
+from .layers import (ATTENTION_BACKENDS, Block, KVCache, RMSNorm, linear_cross_entropy, logits_cross_entropy, rope_tables, softcap,
+                           swiglu_hidden)
 
 # %% auto #0
 __all__ = ['CONFIGS', 'LOSS_IMPLS', 'RESIDUALS', 'MODEL_FORMAT', 'pad_vocab', 'ModelConfig', 'nano', 'tiny', 'small', 'medium',
@@ -91,7 +92,7 @@ def get_config(name: str, **overrides) -> ModelConfig:
     return ModelConfig(**{**base, **overrides})
 
 # %% ../nbs/11_model.ipynb #81dd82d9
-LOSS_IMPLS = ("chunked", "full")
+LOSS_IMPLS = ("chunked", "full", "lse")
 RESIDUALS = ("compute", "float32")     # the residual stream under autocast: in the compute dtype (bf16) or in float32
 
 
@@ -115,7 +116,7 @@ class GPT(nn.Module):
         cos, sin = rope_tables(torch.arange(c.seq_len), c.head_dim, c.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)  # (seq_len, D): derived, not saved
         self.register_buffer("rope_sin", sin, persistent=False)
-        self.loss_impl = "chunked"   # or "full": how forward(idx, targets) computes the cross-entropy (see above)
+        self.loss_impl = "chunked"   # or "full", "lse": how forward(idx, targets) computes the cross-entropy (see above)
         self.residual = "compute"    # or "float32": the residual stream's dtype under autocast (see above)
         self.init_weights()
 
@@ -170,6 +171,7 @@ class GPT(nn.Module):
         if targets is None: return self.logits(x)                                         # (B, T, V)
         if self.loss_impl == "full":
             return F.cross_entropy(self.logits(x).float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+        if self.loss_impl == "lse": return logits_cross_entropy(self.logits(x), targets)   # saves bf16 logits + log-sum-exp
         if self.loss_impl != "chunked": raise ValueError(f"unknown loss_impl {self.loss_impl!r}: use {' or '.join(LOSS_IMPLS)}")
         return linear_cross_entropy(x, self.lm_head.weight, targets, self.config.logit_softcap)  # no (B·T, V) logits
 

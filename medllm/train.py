@@ -75,7 +75,7 @@ class TrainConfig:
     output: str = "runs/demo"         # run folder: metrics.jsonl, run_info.json, checkpoints
     resume: str | None = None         # a checkpoint path, or "latest" in `output`
     compile: bool = False             # torch.compile the model
-    loss: str = "auto"                # cross-entropy: chunked (never the full logits), full, or auto = full when compiled
+    loss: str = "auto"                # cross-entropy: chunked (never the full logits), full, lse (full, saving bf16 logits; 10_layers), or auto = full when compiled
     attention: str = "auto"           # preferred SDPA kernel: auto, cudnn, flash, efficient, math (see medllm-bench)
     residual: str = "compute"         # residual stream under autocast: compute (bf16, half the bytes) or float32 (11_model)
     device: str = "auto"              # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps

@@ -9,7 +9,7 @@ RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer"
 
 def test_bench_cpu_small_shapes(tmp_path):
     out = tmp_path / "bench.json"
-    r = run_cli("medllm-bench", "--device", "cpu", "--configs", "nano:2x64", "--steps", 2, "--losses", "chunked,full",
+    r = run_cli("medllm-bench", "--device", "cpu", "--configs", "nano:2x64", "--steps", 2, "--losses", "chunked,full,lse",
                 "--residual", "compute,float32", "--muon_impl", "eager,compiled", "--warmup", 1, "--vocab_size", 4096, "--output", out, "--profile", 3, env={"OMP_NUM_THREADS": "2"})
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
@@ -18,11 +18,12 @@ def test_bench_cpu_small_shapes(tmp_path):
     assert [(x["impl"], x["optimizer"], x["loss"], x["residual"], x["muon_impl"]) for x in res["runs"]] == [   # the recipe, then one change each
         ("medllm", "muon", "chunked", "compute", "eager"), ("transformers", "adamw", "transformers", None, None),
         ("medllm", "adamw", "chunked", "compute", None), ("medllm", "adamw", "chunked", "float32", None),
-        ("medllm", "adamw", "full", "compute", None), ("medllm", "muon", "chunked", "compute", "compiled")]   # Muon's change runs with Muon
+        ("medllm", "adamw", "full", "compute", None), ("medllm", "adamw", "lse", "compute", None),
+        ("medllm", "muon", "chunked", "compute", "compiled")]   # Muon's change runs with Muon
     for run in res["runs"]:
         assert RUN_FIELDS <= set(run), RUN_FIELDS - set(run)
         assert run["tokens_per_s"] > 0 and 0 < run["mfu"] < 1 and 0 < run["optimizer_share"] < 1 and run["peak_memory_gb"] > 0
-    assert set(res["ratios"]) == {f"nano/medllm-{v}_vs_transformers-adamw" for v in ("muon", "adamw", "adamw-fullce", "adamw-float32-residual", "muon-compiled")}
+    assert set(res["ratios"]) == {f"nano/medllm-{v}_vs_transformers-adamw" for v in ("muon", "adamw", "adamw-fullce", "adamw-lsece", "adamw-float32-residual", "muon-compiled")}
     assert all(len(x["profile"]) == 3 and x["profile"][0]["ms_per_step"] > 0 for x in res["runs"])   # where the time goes
     assert all(x["profile_split"]["matmul"] > 0 and x["profile_split"]["total"] > 0 for x in res["runs"])   # by kind
     assert "profile of nano medllm-muon" in r.stdout

@@ -15,9 +15,10 @@
 #     time, the optimizer's share, and the PROFILE kernels that took the most time over two profiled steps, with the
 #     split of all kernel time into matmul, attention, Inductor-generated and other;
 #   - then the variants, each one change from the recipe's step: MUON_IMPL, RESIDUAL, ATTENTION and LOSSES are lists whose
-#     first value is the recipe's (defaults: eager,compiled,compiled_fold / compute / auto / auto). A Muon variant runs
-#     with Muon (by default: Muon's elementwise work compiled, and also with a·X folded into Newton–Schulz's product,
-#     against the eager recipe); the others with AdamW (RESIDUAL=compute,float32 measures the bf16 residual stream
+#     first value is the recipe's (defaults: eager,compiled,compiled_fold / compute / auto / auto,lse). A Muon variant
+#     runs with Muon (by default: Muon's elementwise work compiled, and also with a·X folded into Newton–Schulz's
+#     product, against the eager recipe); the others with AdamW (by default: the cross-entropy that saves bf16 logits
+#     and a log-sum-exp, against compiled F.cross_entropy; RESIDUAL=compute,float32 measures the bf16 residual stream
 #     against the float32 one it replaced, as the run of 2026-11-26 did);
 #   - the Muon step alone, for each MUON_IMPL, and one matrix at a time; the data loader, evaluation, and the 8xH100
 #     projection (from the fastest Muon run of medium).
@@ -37,7 +38,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 $PY -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__, '| cuda', torch.cuda.is_available())" \
   | tee -a "$OUT/card.txt"
 COMPILE=${COMPILE---compile}
-$PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto}" \
+$PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto,lse}" \
   --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute}" --muon_impl "${MUON_IMPL:-eager,compiled,compiled_fold}" $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-400}" \
   --profile "${PROFILE:-20}" --output "$OUT/bench.json" ${EXTRA:-} 2>&1 | tee "$OUT/bench.log"
 exit "${PIPESTATUS[0]}"
