@@ -268,34 +268,45 @@ def _variant(r: dict) -> str:
     return name
 
 
-def _plan(configs, impls, optimizers, choices: dict) -> list[tuple]:
+def _plan(configs, impls, optimizers, choices: dict, candidates=()) -> list[tuple]:
     """(preset, batch, seq, impl, optimizer, settings) in the order they run. `choices`: medllm's step settings, each a
     list whose first value is the recipe's. First, for every preset: the recipe's step with the first optimizer, the
-    transformers baseline, the other optimizers. Then the variants: each changes one setting of the recipe's step and
-    runs with AdamW (it changes the model step; the optimizer is measured by the runs before), except a change of
-    `muon_impl`, which runs with Muon."""
+    transformers baseline, the other optimizers. Then each of `candidates` (settings that replace the recipe's, several
+    at once: a possible next recipe) with every optimizer. Then the variants: each changes one setting of the recipe's
+    step and runs with AdamW (it changes the model step; the optimizer is measured by the runs before), except a change
+    of `muon_impl`, which runs with Muon. A run that repeats an earlier one is left out."""
     default = {k: v[0] for k, v in choices.items()}
     ablate_with = "adamw" if "adamw" in optimizers else optimizers[0]
     variants = [({**default, k: x}, "muon" if k == "muon_impl" else ablate_with) for k, vals in choices.items() for x in vals[1:]
                 if k != "muon_impl" or "muon" in optimizers]
-    first, later = [], []
+    first, middle, later = [], [], []
     for preset, b, t in configs:
         med = [("medllm", o, default) for o in optimizers] if "medllm" in impls else []
         base = [("transformers", "adamw", None)] if "transformers" in impls else []
         first += [(preset, b, t, *x) for x in med[:1] + base + med[1:]]
-        if "medllm" in impls: later += [(preset, b, t, "medllm", o, v) for v, o in variants]
-    return first + later   # what a run cut short by its time budget must keep comes first
+        if "medllm" in impls:
+            middle += [(preset, b, t, "medllm", o, {**default, **c}) for c in candidates for o in optimizers]
+            later += [(preset, b, t, "medllm", o, v) for v, o in variants]
+    plan, seen = [], set()
+    for run in first + middle + later:   # what a run cut short by its time budget must keep comes first
+        *shape, impl, o, s = run
+        same = {k: v for k, v in (s or {}).items() if k != "muon_impl" or o == "muon"}   # AdamW ignores muon_impl
+        key = (*shape, impl, o, tuple(sorted(same.items())))
+        if key not in seen: seen.add(key); plan.append(run)
+    return plan
 
 
 def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device, impls=("medllm", "transformers"),
               optimizers=("muon", "adamw"), compile: bool = False, steps: int = 10, warmup: int = 3, vocab_size: int = 50304,
               data: bool = True, evaluation: bool = True, log=print, losses=("chunked",), attentions=("auto",), muon: bool = True,
               time_budget: float | None = None, on_update=None, profile: int = 0, residuals=("compute",),
-              coordinate_descent: bool = False, muon_impls=("eager",)) -> dict:
+              coordinate_descent: bool = False, muon_impls=("eager",), candidates=()) -> dict:
     """Every measurement of this notebook in one run; returns the JSON-ready record.
     `configs`: preset names (at `batch_size` × `seq_len`) or (preset, batch, seq) triples. `losses`, `attentions`,
     `residuals`, `muon_impls`: medllm's step settings, the first of each the recipe's, every other one a variant (see
-    `_plan`; the Muon step alone is also timed for each of `muon_impls`). A run that fails is recorded with its error and the others go on; once `time_budget` seconds have passed
+    `_plan`; the Muon step alone is also timed for each of `muon_impls`). `candidates`: dicts of settings, each run
+    as a whole in place of the recipe's, with every optimizer, right after the recipes and baselines (a possible next
+    recipe, measured in the same run as the baseline). A run that fails is recorded with its error and the others go on; once `time_budget` seconds have passed
     the remaining runs are recorded as skipped. `on_update(record)` is called after every run (the CLI writes the JSON
     each time, so a cut-off job keeps its figures). `coordinate_descent`: Inductor tunes its generated kernels' block
     sizes (`coordinate_descent_tuning`, as modded-nanogpt sets it) for every compiled model of the run, both implementations."""
@@ -303,6 +314,9 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
     configs = [c if isinstance(c, tuple) else (c, batch_size, seq_len) for c in configs]
     choices = {"residual": residuals, "attention": attentions, "loss": [resolve_loss(l, compile) for l in losses], "muon_impl": muon_impls}
     choices = {k: list(dict.fromkeys(v)) for k, v in choices.items()}      # auto resolved as fit does; repeats dropped
+    candidates = [{k: resolve_loss(v, compile) if k == "loss" else v for k, v in c.items()} for c in candidates]
+    for c in candidates:
+        if set(c) - set(choices): raise ValueError(f"unknown setting(s) {', '.join(sorted(set(c) - set(choices)))} in a candidate: use {', '.join(choices)}")
     peak = matmul_peak(device)
     log(f"matmul peak: {peak / 1e12:.2f} TFLOP/s ({device})")
     out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "device": _device_name(device),
@@ -317,7 +331,7 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
         import torch._inductor.config as inductor_config
         tuning = inductor_config.patch(coordinate_descent_tuning=True)
     with tuning:
-        for preset, b, t, impl, optimizer, settings in _plan(configs, impls, optimizers, choices):
+        for preset, b, t, impl, optimizer, settings in _plan(configs, impls, optimizers, choices, candidates):
             head = {"impl": impl, "preset": preset, "optimizer": optimizer, **(settings or theirs), "batch_size": b, "seq_len": t}
             if optimizer != "muon": head["muon_impl"] = None
             if time_budget is not None and time.perf_counter() - t_start > time_budget:
@@ -341,7 +355,8 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
     summarize(out)
     ref = out.get("projection", {}).get("preset")
     if muon and "medllm" in impls and "muon" in optimizers:
-        try: out["muon"] = bench_muon(ref or configs[0][0], device, profile=profile, impls=choices["muon_impl"])
+        muon_impls = list(dict.fromkeys(choices["muon_impl"] + [c["muon_impl"] for c in candidates if "muon_impl" in c]))
+        try: out["muon"] = bench_muon(ref or configs[0][0], device, profile=profile, impls=muon_impls)
         except Exception as e: out["muon"] = {"error": f"{type(e).__name__}: {e}"[:300]}
     for key, wanted, fn in (("data_loader", data, bench_data), ("evaluation", evaluation, lambda: bench_eval(device))):
         if not wanted: continue
@@ -421,6 +436,9 @@ def main(argv: list[str] | None = None):
     p.add_argument("--attention", default="auto", help=f"medllm's preferred SDPA kernels to time: {', '.join(ATTENTION_BACKENDS)}")
     p.add_argument("--residual", default="compute", help=f"medllm's residual stream under autocast: {', '.join(RESIDUALS)}")
     p.add_argument("--muon_impl", default="eager", help=f"Muon's elementwise work: {', '.join(MUON_IMPLS)} (a variant runs with Muon)")
+    p.add_argument("--candidate", action="append", default=[], metavar="KEY=VALUE,...",
+                   help="settings run together in place of the recipe's, with every optimizer, before the variants "
+                        "(e.g. loss=lse,muon_impl=compiled; keys: loss, attention, residual, muon_impl); repeatable")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--coordinate_descent", action="store_true", help="with --compile: Inductor's coordinate-descent tuning of its kernels, for both models")
     p.add_argument("--steps", type=int, default=10, help="timed steps per run")
@@ -453,6 +471,17 @@ def main(argv: list[str] | None = None):
     optimizers, losses = names("optimizers", ("muon", "adamw")), names("losses", ("auto", *LOSS_IMPLS))
     attentions, residuals = names("attention", ATTENTION_BACKENDS, "attention"), names("residual", RESIDUALS, "residual")
     muon_impls = names("muon_impl", MUON_IMPLS, "muon_impl")
+    allowed = {"loss": ("auto", *LOSS_IMPLS), "attention": ATTENTION_BACKENDS, "residual": RESIDUALS, "muon_impl": MUON_IMPLS}
+    candidates = []
+    for spec in a.candidate:
+        cand = {}
+        for part in (x.strip() for x in spec.split(",") if x.strip()):
+            key, eq, value = (s.strip() for s in part.partition("="))
+            if not eq or key not in allowed: raise ValueError(f"bad --candidate {spec!r}: write KEY=VALUE,... with KEY one of {', '.join(allowed)}")
+            if value not in allowed[key]: raise ValueError(f"unknown {key} {value!r} in --candidate: use {' or '.join(allowed[key])}")
+            cand[key] = value
+        if not cand: raise ValueError("--candidate is empty")
+        candidates.append(cand)
     for name in ("batch_size", "seq_len", "steps", "vocab_size"):
         if getattr(a, name) < 1: raise ValueError(f"--{name} must be >= 1, got {getattr(a, name)}")
     if a.warmup < 1: raise ValueError(f"--warmup must be >= 1 (the first step compiles and allocates), got {a.warmup}")
@@ -464,7 +493,8 @@ def main(argv: list[str] | None = None):
     save = (lambda res: Path(a.output).write_text(json.dumps(res, indent=1))) if a.output else None
     res = run_bench(configs, a.batch_size, a.seq_len, device, impls, optimizers, a.compile, a.steps, a.warmup, a.vocab_size,
                     not a.no_data, not a.no_eval, losses=losses, attentions=attentions, muon=not a.no_muon, time_budget=a.time_budget, on_update=save,
-                    profile=a.profile, residuals=residuals, coordinate_descent=a.coordinate_descent, muon_impls=muon_impls)
+                    profile=a.profile, residuals=residuals, coordinate_descent=a.coordinate_descent, muon_impls=muon_impls,
+                    candidates=candidates)
     print_summary(res)
 
 

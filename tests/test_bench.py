@@ -10,20 +10,21 @@ RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer"
 def test_bench_cpu_small_shapes(tmp_path):
     out = tmp_path / "bench.json"
     r = run_cli("medllm-bench", "--device", "cpu", "--configs", "nano:2x64", "--steps", 2, "--losses", "chunked,full,lse",
-                "--residual", "compute,float32", "--muon_impl", "eager,compiled", "--warmup", 1, "--vocab_size", 4096, "--output", out, "--profile", 3, env={"OMP_NUM_THREADS": "2"})
+                "--residual", "compute,float32", "--muon_impl", "eager,compiled", "--candidate", "loss=lse,muon_impl=compiled", "--warmup", 1, "--vocab_size", 4096, "--output", out, "--profile", 3, env={"OMP_NUM_THREADS": "2"})
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     assert {"date", "device", "torch", "python", "command", "matmul_peak_flops", "runs", "ratios", "optimizer_share", "projection",
             "data_loader", "evaluation", "muon", "configs", "wall_s"} <= set(res)
-    assert [(x["impl"], x["optimizer"], x["loss"], x["residual"], x["muon_impl"]) for x in res["runs"]] == [   # the recipe, then one change each
-        ("medllm", "muon", "chunked", "compute", "eager"), ("transformers", "adamw", "transformers", None, None),
-        ("medllm", "adamw", "chunked", "compute", None), ("medllm", "adamw", "chunked", "float32", None),
-        ("medllm", "adamw", "full", "compute", None), ("medllm", "adamw", "lse", "compute", None),
-        ("medllm", "muon", "chunked", "compute", "compiled")]   # Muon's change runs with Muon
+    assert [(x["impl"], x["optimizer"], x["loss"], x["residual"], x["muon_impl"]) for x in res["runs"]] == [
+        ("medllm", "muon", "chunked", "compute", "eager"), ("transformers", "adamw", "transformers", None, None),   # the recipe
+        ("medllm", "adamw", "chunked", "compute", None),
+        ("medllm", "muon", "lse", "compute", "compiled"), ("medllm", "adamw", "lse", "compute", None),   # the candidate
+        ("medllm", "adamw", "chunked", "float32", None), ("medllm", "adamw", "full", "compute", None),   # one change each
+        ("medllm", "muon", "chunked", "compute", "compiled")]   # (adamw with lse ran as the candidate; Muon's change runs with Muon)
     for run in res["runs"]:
         assert RUN_FIELDS <= set(run), RUN_FIELDS - set(run)
         assert run["tokens_per_s"] > 0 and 0 < run["mfu"] < 1 and 0 < run["optimizer_share"] < 1 and run["peak_memory_gb"] > 0
-    assert set(res["ratios"]) == {f"nano/medllm-{v}_vs_transformers-adamw" for v in ("muon", "adamw", "adamw-fullce", "adamw-lsece", "adamw-float32-residual", "muon-compiled")}
+    assert set(res["ratios"]) == {f"nano/medllm-{v}_vs_transformers-adamw" for v in ("muon", "adamw", "muon-compiled-lsece", "adamw-lsece", "adamw-fullce", "adamw-float32-residual", "muon-compiled")}
     assert all(len(x["profile"]) == 3 and x["profile"][0]["ms_per_step"] > 0 for x in res["runs"])   # where the time goes
     assert all(x["profile_split"]["matmul"] > 0 and x["profile_split"]["total"] > 0 for x in res["runs"])   # by kind
     assert "profile of nano medllm-muon" in r.stdout
@@ -48,7 +49,8 @@ def test_bench_bad_flags(capsys):
     for args in (["--configs", "huge"], ["--impls", "jax"], ["--seq_len", "4096", "--configs", "nano"], ["--steps", "0"],
                  ["--optimizers", "sgd"], ["--warmup", "0"], ["--configs", "nano:2by64"], ["--configs", "nano:2x4096"],
                  ["--losses", "fused"], ["--losses", ","], ["--time_budget", "0"], ["--attention", "fast"], ["--profile", "-1"],
-                 ["--residual", "fp16"], ["--residual", ","], ["--muon_impl", "fused"],
+                 ["--residual", "fp16"], ["--residual", ","], ["--muon_impl", "fused"], ["--candidate", "loss"],
+                 ["--candidate", "loss=fused"], ["--candidate", "speed=fast"], ["--candidate", ","],
                  ["--show", "/nonexistent/bench.json"], ["--show", __file__]):
         with pytest.raises(SystemExit) as e: main(["--device", "cpu", *args])
         err = capsys.readouterr().err

@@ -346,6 +346,7 @@ def _cases(tok, ckpt, tmp):
         ("bench", ["--show", a_file]), ("bench", ["--device", "cpu", "--profile", -1]),
         ("bench", ["--device", "cpu", "--residual", "fp16"]),
         ("bench", ["--device", "cpu", "--muon_impl", "fused"]),
+        ("bench", ["--device", "cpu", "--candidate", "loss=fused"]),
     ]
 
 
@@ -369,7 +370,7 @@ def test_bad_flags_every_cli(demo_tok, tiny_ckpt, tmp_path):
         leaked = any(x in msg for x in ("Traceback", "Errno", "range()", "NoneType", "has no attribute", "invalid literal"))
         if code != 2 or "\n" in msg or not msg or leaked: failures.append((name, args, code, msg[-300:]))
     assert not failures, "\n".join(map(str, failures))
-    assert len(cases) >= 91
+    assert len(cases) >= 92
 
 
 @pytest.mark.parametrize("cli,args", [("medllm-train", ["--model", "gigantic"]), ("medllm-evaluate", ["--checkpoint", "/no.pt"]),

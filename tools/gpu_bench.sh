@@ -14,6 +14,8 @@
 #     transformers' Qwen3ForCausalLM (fused AdamW) at the same shapes, compiled, bf16: tokens/s, MFU, peak memory, compile
 #     time, the optimizer's share, and the PROFILE kernels that took the most time over two profiled steps, with the
 #     split of all kernel time into matmul, attention, Inductor-generated and other;
+#   - then CANDIDATE (default loss=lse,muon_impl=compiled_fold; empty: none): those settings together in place of the
+#     recipe's, with Muon and with AdamW, for every preset: the possible next recipe, in the same run as its baseline;
 #   - then the variants, each one change from the recipe's step: MUON_IMPL, RESIDUAL, ATTENTION and LOSSES are lists whose
 #     first value is the recipe's (defaults: eager,compiled,compiled_fold / compute / auto / auto,lse). A Muon variant
 #     runs with Muon (by default: Muon's elementwise work compiled, and also with a·X folded into Newton–Schulz's
@@ -38,7 +40,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 $PY -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__, '| cuda', torch.cuda.is_available())" \
   | tee -a "$OUT/card.txt"
 COMPILE=${COMPILE---compile}
+CAND=${CANDIDATE-loss=lse,muon_impl=compiled_fold}
 $PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto,lse}" \
-  --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute}" --muon_impl "${MUON_IMPL:-eager,compiled,compiled_fold}" $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-400}" \
+  --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute}" --muon_impl "${MUON_IMPL:-eager,compiled,compiled_fold}" \
+  ${CAND:+--candidate "$CAND"} $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-400}" \
   --profile "${PROFILE:-20}" --output "$OUT/bench.json" ${EXTRA:-} 2>&1 | tee "$OUT/bench.log"
 exit "${PIPESTATUS[0]}"
