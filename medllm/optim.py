@@ -51,7 +51,7 @@ def _momentum_stack(grads: list[Tensor], bufs: list[Tensor], tall: tuple[bool, .
     "The first half of a Muon step for one stack, as plain tensor code for Inductor to fuse: buf ← lerp(buf, grad, 1-β) in place, then the look-ahead cast into one (k, short, long) stack, tall matrices transposed."
     _lerp_momentum(bufs, grads, momentum)
     looks = torch._foreach_lerp(grads, bufs, momentum) if nesterov else bufs
-    return torch.stack([u.mT if t else u for u, t in zip(looks, tall)]).to(dtype)
+    return torch.stack([(u.mT if t else u).to(dtype) for u, t in zip(looks, tall)])   # cast first: no float32 stack
 
 
 def _apply_update(params: list[Tensor], update: Tensor, tall: tuple[bool, ...], scales: tuple[float, ...], lr: Tensor,
