@@ -30,8 +30,9 @@ from .optim import MUON_IMPLS, build_optimizer, newton_schulz
 from .train import estimate_run, forward_backward
 
 # %% auto #0
-__all__ = ['H100_MATMUL_PEAK', 'matmul_peak', 'bench_step', 'flops_per_token', 'bench_muon', 'bench_data', 'bench_eval',
-           'project', 'parse_configs', 'run_bench', 'summarize', 'bench_table', 'main', 'print_summary']
+__all__ = ['H100_MATMUL_PEAK', 'STEP_SETTINGS', 'matmul_peak', 'bench_step', 'flops_per_token', 'bench_muon', 'bench_data',
+           'bench_eval', 'project', 'parse_configs', 'run_bench', 'summarize', 'bench_table', 'main', 'parse_candidate',
+           'print_summary']
 
 # %% ../nbs/32_bench.ipynb #ad10ec68
 def _sync(device: torch.device):
@@ -195,10 +196,16 @@ def bench_muon(preset: str, device: torch.device, steps: int = 5, profile: int =
     looped = timed(lambda: _muon_per_matrix(mats, bufs))
     out = {"preset": preset, "matrices": len(mats), "shapes": len({tuple(p.shape) for p in mats}), "muon_impl": impls[0],
            "batched_ms": impl_ms[impls[0]], "impl_ms": impl_ms, "per_matrix_ms": looped, "speedup": looped / impl_ms[impls[0]]}
-    for k, (i, o) in enumerate(opts.items()) if profile else ():
-        suffix = "" if k == 0 else f"_{i}"                            # profile, profile_split: the first implementation's
-        out["profile" + suffix], out["profile_split" + suffix] = _profile(lambda _, o=o: o.step(), device, profile)
+    if profile:
+        for i, o in opts.items():
+            key = _muon_profile_key(i, impls[0])
+            out["profile" + key], out["profile_split" + key] = _profile(lambda _, o=o: o.step(), device, profile)
     return out
+
+
+def _muon_profile_key(impl: str, first: str) -> str:
+    "Suffix of `bench_muon`'s profile keys: none for the first implementation (profile, profile_split), '_compiled' for another."
+    return "" if impl == first else f"_{impl}"
 
 # %% ../nbs/32_bench.ipynb #2a727362
 def bench_data(seq_len: int = 256, batch_size: int = 8, batches: int = 200, tokenizer: str = "cl100k", datasets: str = "sample") -> dict:
@@ -268,6 +275,9 @@ def _variant(r: dict) -> str:
     return name
 
 
+STEP_SETTINGS = {"loss": ("auto", *LOSS_IMPLS), "attention": ATTENTION_BACKENDS, "residual": RESIDUALS, "muon_impl": MUON_IMPLS}  # medllm's step: each setting's values
+
+
 def _plan(configs, impls, optimizers, choices: dict, candidates=()) -> list[tuple]:
     """(preset, batch, seq, impl, optimizer, settings) in the order they run. `choices`: medllm's step settings, each a
     list whose first value is the recipe's. First, for every preset: the recipe's step with the first optimizer, the
@@ -316,7 +326,7 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
     choices = {k: list(dict.fromkeys(v)) for k, v in choices.items()}      # auto resolved as fit does; repeats dropped
     candidates = [{k: resolve_loss(v, compile) if k == "loss" else v for k, v in c.items()} for c in candidates]
     for c in candidates:
-        if set(c) - set(choices): raise ValueError(f"unknown setting(s) {', '.join(sorted(set(c) - set(choices)))} in a candidate: use {', '.join(choices)}")
+        if set(c) - set(STEP_SETTINGS): raise ValueError(f"unknown setting(s) {', '.join(sorted(set(c) - set(STEP_SETTINGS)))} in a candidate: use {', '.join(STEP_SETTINGS)}")
     peak = matmul_peak(device)
     log(f"matmul peak: {peak / 1e12:.2f} TFLOP/s ({device})")
     out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "device": _device_name(device),
@@ -467,21 +477,10 @@ def main(argv: list[str] | None = None):
             if x not in allowed: raise ValueError(f"unknown {what or flag[:-1]} {x!r} in --{flag}: use {' or '.join(allowed)}")
         if not got: raise ValueError(f"--{flag} is empty")
         return got
-    impls = names("impls", ("medllm", "transformers"))
-    optimizers, losses = names("optimizers", ("muon", "adamw")), names("losses", ("auto", *LOSS_IMPLS))
-    attentions, residuals = names("attention", ATTENTION_BACKENDS, "attention"), names("residual", RESIDUALS, "residual")
-    muon_impls = names("muon_impl", MUON_IMPLS, "muon_impl")
-    allowed = {"loss": ("auto", *LOSS_IMPLS), "attention": ATTENTION_BACKENDS, "residual": RESIDUALS, "muon_impl": MUON_IMPLS}
-    candidates = []
-    for spec in a.candidate:
-        cand = {}
-        for part in (x.strip() for x in spec.split(",") if x.strip()):
-            key, eq, value = (s.strip() for s in part.partition("="))
-            if not eq or key not in allowed: raise ValueError(f"bad --candidate {spec!r}: write KEY=VALUE,... with KEY one of {', '.join(allowed)}")
-            if value not in allowed[key]: raise ValueError(f"unknown {key} {value!r} in --candidate: use {' or '.join(allowed[key])}")
-            cand[key] = value
-        if not cand: raise ValueError("--candidate is empty")
-        candidates.append(cand)
+    impls, optimizers = names("impls", ("medllm", "transformers")), names("optimizers", ("muon", "adamw"))
+    losses, attentions = names("losses", STEP_SETTINGS["loss"]), names("attention", STEP_SETTINGS["attention"], "attention")
+    residuals, muon_impls = names("residual", STEP_SETTINGS["residual"], "residual"), names("muon_impl", STEP_SETTINGS["muon_impl"], "muon_impl")
+    candidates = [parse_candidate(spec) for spec in a.candidate]
     for name in ("batch_size", "seq_len", "steps", "vocab_size"):
         if getattr(a, name) < 1: raise ValueError(f"--{name} must be >= 1, got {getattr(a, name)}")
     if a.warmup < 1: raise ValueError(f"--warmup must be >= 1 (the first step compiles and allocates), got {a.warmup}")
@@ -496,6 +495,19 @@ def main(argv: list[str] | None = None):
                     profile=a.profile, residuals=residuals, coordinate_descent=a.coordinate_descent, muon_impls=muon_impls,
                     candidates=candidates)
     print_summary(res)
+
+
+def parse_candidate(spec: str) -> dict:
+    "'loss=lse,muon_impl=compiled' -> {'loss': 'lse', 'muon_impl': 'compiled'}, each key and value checked against `STEP_SETTINGS`."
+    cand = {}
+    for part in (x.strip() for x in spec.split(",") if x.strip()):
+        key, eq, value = (s.strip() for s in part.partition("="))
+        if not eq or key not in STEP_SETTINGS:
+            raise ValueError(f"bad --candidate {spec!r}: write KEY=VALUE,... with KEY one of {', '.join(STEP_SETTINGS)}")
+        if value not in STEP_SETTINGS[key]: raise ValueError(f"unknown {key} {value!r} in --candidate: use {' or '.join(STEP_SETTINGS[key])}")
+        cand[key] = value
+    if not cand: raise ValueError("--candidate is empty")
+    return cand
 
 
 def _split_line(s: dict) -> str:
@@ -518,9 +530,9 @@ def print_summary(res: dict):
         print(f"Muon step ({m['preset']}, {m['matrices']} matrices in {m['shapes']} shapes): batched {m['batched_ms']:.1f} ms"
               f" ({m.get('muon_impl', 'eager')}){others}, one matrix at a time {m['per_matrix_ms']:.1f} ms ({m['speedup']:.1f}x)")
         for i in m.get("impl_ms", {"eager": 0}):
-            suffix = "" if i == m.get("muon_impl", "eager") else f"_{i}"
-            if "profile_split" + suffix in m: print(f"  {i}: {_split_line(m['profile_split' + suffix])}")
-            for e in m.get("profile" + suffix, []): print(f"  {e['ms_per_step']:9.2f} ms {e['calls_per_step']:6.0f}x  {e['name']}")
+            key = _muon_profile_key(i, m.get("muon_impl", "eager"))
+            if "profile_split" + key in m: print(f"  {i}: {_split_line(m['profile_split' + key])}")
+            for e in m.get("profile" + key, []): print(f"  {e['ms_per_step']:9.2f} ms {e['calls_per_step']:6.0f}x  {e['name']}")
     if "projection" in res:
         pr = res["projection"]
         print(f"projection of {pr['preset']} ({pr['variant']}, {pr['assumptions']}):")
