@@ -280,25 +280,26 @@ STEP_SETTINGS = {"loss": ("auto", *LOSS_IMPLS), "attention": ATTENTION_BACKENDS,
 
 def _plan(configs, impls, optimizers, choices: dict, candidates=()) -> list[tuple]:
     """(preset, batch, seq, impl, optimizer, settings) in the order they run. `choices`: medllm's step settings, each a
-    list whose first value is the recipe's. First, for every preset: the recipe's step with the first optimizer, the
-    transformers baseline, the other optimizers. Then each of `candidates` (settings that replace the recipe's, several
-    at once: a possible next recipe) with every optimizer. Then the variants: each changes one setting of the recipe's
+    list whose first value is the recipe's. First, preset by preset: the recipe's step with the first optimizer, the
+    transformers baseline, the other optimizers, then each of `candidates` (settings that replace the recipe's, several
+    at once: a possible next recipe) with every optimizer, so a preset's candidates run right beside its baseline, before
+    the next preset. Then, for every preset, the variants: each changes one setting of the recipe's
     step and runs with AdamW (it changes the model step; the optimizer is measured by the runs before), except a change
     of `muon_impl`, which runs with Muon. A run that repeats an earlier one is left out."""
     default = {k: v[0] for k, v in choices.items()}
     ablate_with = "adamw" if "adamw" in optimizers else optimizers[0]
     variants = [({**default, k: x}, "muon" if k == "muon_impl" else ablate_with) for k, vals in choices.items() for x in vals[1:]
                 if k != "muon_impl" or "muon" in optimizers]
-    first, middle, later = [], [], []
+    first, later = [], []
     for preset, b, t in configs:
         med = [("medllm", o, default) for o in optimizers] if "medllm" in impls else []
         base = [("transformers", "adamw", None)] if "transformers" in impls else []
         first += [(preset, b, t, *x) for x in med[:1] + base + med[1:]]
         if "medllm" in impls:
-            middle += [(preset, b, t, "medllm", o, {**default, **c}) for c in candidates for o in optimizers]
+            first += [(preset, b, t, "medllm", o, {**default, **c}) for c in candidates for o in optimizers]
             later += [(preset, b, t, "medllm", o, v) for v, o in variants]
     plan, seen = [], set()
-    for run in first + middle + later:   # what a run cut short by its time budget must keep comes first
+    for run in first + later:   # what a run cut short by its time budget must keep comes first
         *shape, impl, o, s = run
         same = {k: v for k, v in (s or {}).items() if k != "muon_impl" or o == "muon"}   # AdamW ignores muon_impl
         key = (*shape, impl, o, tuple(sorted(same.items())))

