@@ -46,11 +46,16 @@ def _lerp_momentum(bufs: list[Tensor], grads: list[Tensor], momentum: float):
     torch._foreach_lerp_(bufs, grads, 1 - momentum)
 
 
+def _lerp_each(bufs: list[Tensor], grads: list[Tensor], momentum: float):
+    "The same, one tensor at a time: the form the compiled path hands Inductor, which fuses it as well."
+    for b, g in zip(bufs, grads): b.lerp_(g, 1 - momentum)
+
+
 def _momentum_stack(grads: list[Tensor], bufs: list[Tensor], tall: tuple[bool, ...], momentum: float, nesterov: bool,
                     dtype: torch.dtype) -> Tensor:
     "The first half of a Muon step for one stack, as plain tensor code for Inductor to fuse: buf ← lerp(buf, grad, 1-β) in place, then the look-ahead cast into one (k, short, long) stack, tall matrices transposed."
-    _lerp_momentum(bufs, grads, momentum)
-    looks = torch._foreach_lerp(grads, bufs, momentum) if nesterov else bufs
+    _lerp_each(bufs, grads, momentum)
+    looks = [g.lerp(b, momentum) for g, b in zip(grads, bufs)] if nesterov else bufs
     return torch.stack([(u.mT if t else u).to(dtype) for u, t in zip(looks, tall)])   # cast first: no float32 stack
 
 
@@ -110,7 +115,7 @@ class Muon(torch.optim.Optimizer):
                 if mine: stacks.append((short, long, mine))
             fused = {j for *_, mine in stacks for j in mine} if self.compiled else set()  # their momentum is fused below
             rest = [j for j in range(len(params)) if j not in fused]
-            lerp = _fused(_lerp_momentum) if self.compiled else _lerp_momentum   # compiled: Inductor's rounding on every rank
+            lerp = _fused(_lerp_each) if self.compiled else _lerp_momentum   # compiled: Inductor's rounding on every rank
             if rest: lerp([bufs[j] for j in rest], [grads[j] for j in rest], mom)  # buf = mom·buf + (1-mom)·grad
             if self.compiled:
                 lr_t = self._lr.setdefault(gi, torch.empty((), device=params[0].device))

@@ -1,0 +1,92 @@
+"""Compile Muon's elementwise functions one by one on the device, against eager, and print what fails and why.
+
+Run by tools/gpu_bench.sh before the benchmark (GPU time is scarce: one call does both). For each function it prints
+ok (with the largest difference from the eager form) or the last lines of the compiler's traceback. The foreach forms
+that torch 2.11's Inductor failed on, on an H200 (2026-11-26), are checked too, to show whether that still holds."""
+import sys, traceback, torch
+import medllm.optim as O
+
+dev = torch.device(sys.argv[1] if len(sys.argv) > 1 else ("cuda" if torch.cuda.is_available() else "cpu"))
+torch.manual_seed(0)
+shapes = [(1024, 1024)] * 4 + [(2816, 1024), (1024, 2816)] * 2   # square, tall and wide, as in a block
+
+
+def foreach_lerp(bufs, grads, momentum): torch._foreach_lerp_(bufs, grads, 1 - momentum)
+
+
+def foreach_stack(grads, bufs, tall, momentum, nesterov, dtype):
+    torch._foreach_lerp_(bufs, grads, 1 - momentum)
+    looks = torch._foreach_lerp(grads, bufs, momentum)
+    return torch.stack([(u.mT if t else u).to(dtype) for u, t in zip(looks, tall)])
+
+
+def inputs(shs=shapes):
+    torch.manual_seed(0)
+    g = [torch.randn(s, device=dev) for s in shs]; b = [torch.randn(s, device=dev) for s in shs]
+    return g, b
+
+
+def check(name, fn, ref, make_args):
+    try:
+        args_c, args_e = make_args(), make_args()
+        out_c = torch.compile(fn, fullgraph=True, dynamic=False)(*args_c)
+        out_e = ref(*args_e)
+        diffs = [(x.float() - y.float()).abs().max().item() for x, y in zip(*[
+            [o] if isinstance(o, torch.Tensor) else [t for a in args if isinstance(a, list) for t in a] for o, args in
+            ((out_c, args_c), (out_e, args_e))])]
+        print(f"ok      {name:32} max |compiled - eager| {max(diffs):.2e}", flush=True)
+        return True
+    except Exception as e:
+        tb = traceback.format_exc().strip().splitlines()
+        print(f"FAILED  {name:32} {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
+        print("        " + "\n        ".join(l for l in tb[-14:]), flush=True)
+        return False
+
+
+def lerp_args():
+    g, b = inputs(); return b, g, 0.95
+
+
+def stack_args():   # one stack: matrices of one (short, long), the tall ones transposed
+    shs = shapes[4:]
+    g, b = inputs(shs); return g, b, tuple(a > c for a, c in shs), 0.95, True, torch.bfloat16
+
+
+def update_args():
+    torch.manual_seed(1)
+    p = [torch.randn(s, device=dev) for s in shapes]
+    tall = tuple(a > c for a, c in shapes)
+    u = torch.randn(len(shapes), 1024, 1024, device=dev, dtype=torch.bfloat16)
+    return p[:4], u[:4], tall[:4], (1.0,) * 4, torch.tensor(0.02, device=dev), 0.1
+
+
+def update_ref(P, U, tall, scales, lr, wd):
+    for p, u, t, s in zip(P, U.unbind(0), tall, scales):
+        p.mul_(1 - lr.item() * wd); p.add_(u.float(), alpha=-lr.item() * s)
+
+
+print(f"torch {torch.__version__} on {dev}", flush=True)
+print("the foreach forms (before):")
+check("foreach _lerp_momentum", foreach_lerp, O._lerp_momentum, lerp_args)
+check("foreach _momentum_stack", foreach_stack, O._momentum_stack, stack_args)
+print("medllm's compiled path:")
+ok = [check("_lerp_each", O._lerp_each, O._lerp_momentum, lerp_args),
+      check("_momentum_stack", O._momentum_stack, foreach_stack, stack_args),
+      check("_apply_update", O._apply_update, update_ref, update_args)]
+opt_ok = False
+try:   # the whole compiled Muon, two steps, against eager
+    ws = {}
+    for compiled in (False, True):
+        torch.manual_seed(2)
+        W = [torch.nn.Parameter(torch.randn(s, device=dev)) for s in shapes]
+        opt = O.Muon(W, lr=0.02, weight_decay=0.1, compiled=compiled)
+        for _ in range(2):
+            for w in W: w.grad = torch.randn_like(w)
+            opt.step()
+        ws[compiled] = W
+    d = max((a - b).abs().max().item() for a, b in zip(ws[False], ws[True]))
+    print(f"ok      Muon(compiled=True), 2 steps     max |compiled - eager| {d:.2e}"); opt_ok = True
+except Exception as e:
+    print(f"FAILED  Muon(compiled=True): {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
+    print("        " + "\n        ".join(traceback.format_exc().strip().splitlines()[-14:]))
+print("compiled Muon:", "works" if all(ok) and opt_ok else "FAILS", flush=True)
