@@ -389,5 +389,6 @@ d = { 'settings': { 'branch': 'main',
                               'medllm.train.peak_flops': ('train.html#peak_flops', 'medllm/train.py'),
                               'medllm.train.run_info': ('train.html#run_info', 'medllm/train.py'),
                               'medllm.train.sample_generations': ('train.html#sample_generations', 'medllm/train.py'),
+                              'medllm.train.step_is_finite': ('train.html#step_is_finite', 'medllm/train.py'),
                               'medllm.train.token_byte_lengths': ('train.html#token_byte_lengths', 'medllm/train.py'),
                               'medllm.train.train_parser': ('train.html#train_parser', 'medllm/train.py')}}}

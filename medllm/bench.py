@@ -27,7 +27,7 @@ from .export import hf_config
 from .layers import ATTENTION_BACKENDS
 from .model import CONFIGS, GPT, LOSS_IMPLS, RESIDUALS, get_config, resolve_loss
 from .optim import MUON_IMPLS, build_optimizer, newton_schulz
-from .train import estimate_run, forward_backward
+from .train import estimate_run, forward_backward, step_is_finite
 
 # %% auto #0
 __all__ = ['H100_MATMUL_PEAK', 'STEP_SETTINGS', 'matmul_peak', 'bench_step', 'flops_per_token', 'bench_muon', 'bench_data',
@@ -88,7 +88,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
         model.residual = residual
         opt = build_optimizer(model, optimizer, fused=fused, muon_impl=muon_impl)
         train_model = torch.compile(model) if compile else model
-        def grads(rows): return forward_backward(train_model, model, [rows], device, dtype, grad_clip=1.0)[0]
+        def grads(rows): return forward_backward(train_model, model, [rows], device, dtype, grad_clip=1.0)   # (loss, norm)
     else:
         model = _qwen3(cfg).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), fused=fused)
@@ -98,14 +98,13 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                 loss = train_model(input_ids=x, labels=x).loss   # transformers shifts labels itself
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            return loss.detach()
+            return loss.detach(), torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     g = torch.Generator().manual_seed(seed)
     batches = [torch.randint(0, vocab_size, (batch_size, seq_len + 1), generator=g).to(device) for _ in range(2)]
     t_fb, t_opt, first = [], [], None
     for i in range(warmup + steps):
         _sync(device); t0 = time.perf_counter()
-        loss = grads(batches[i % 2])
+        loss, _ = grads(batches[i % 2])
         _sync(device); t1 = time.perf_counter()
         opt.step(); opt.zero_grad(set_to_none=True)
         _sync(device); t2 = time.perf_counter()
@@ -113,8 +112,10 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
         if i >= warmup: t_fb.append(t1 - t0); t_opt.append(t2 - t1)
     synced = statistics.median(a + b for a, b in zip(t_fb, t_opt))
     _sync(device); t0 = time.perf_counter()
-    for i in range(steps):        # as fit runs: back to back, the host queueing ahead, one synchronisation at the end
-        loss = grads(batches[i % 2]); opt.step(); opt.zero_grad(set_to_none=True)
+    for i in range(steps):        # as fit runs them: its non-finite guard the one wait per step, none after the optimizer
+        loss, norm = grads(batches[i % 2])
+        if step_is_finite(loss, norm): opt.step()
+        opt.zero_grad(set_to_none=True)
     _sync(device); step = (time.perf_counter() - t0) / steps
     tokens = batch_size * seq_len
     res = {"impl": impl, "preset": preset, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),

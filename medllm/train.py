@@ -38,8 +38,8 @@ from .tokenizer import Tokenizer, get_tokenizer, tokenizer_from_spec
 
 # %% auto #0
 __all__ = ['PEAK_FLOPS', 'SAMPLE_QUESTIONS', 'RESUME_FIELDS', 'TrainConfig', 'peak_flops', 'run_info', 'evaluate_loss',
-           'sample_generations', 'TrainingError', 'forward_backward', 'fit', 'token_byte_lengths', 'train_parser',
-           'main', 'estimate_run']
+           'sample_generations', 'TrainingError', 'forward_backward', 'step_is_finite', 'fit', 'token_byte_lengths',
+           'train_parser', 'main', 'estimate_run']
 
 # %% ../nbs/22_train.ipynb #6346e629
 @dataclass
@@ -234,6 +234,11 @@ def forward_backward(train_model, model: GPT, micro_batches: list[torch.Tensor],
     return loss_sum / n, grad_norm
 
 
+def step_is_finite(step_loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+    "Whether a step's loss and gradient norm are both finite: fit's guard before the optimizer, its one host synchronisation per step (medllm-bench times the step with it)."
+    return bool(torch.isfinite(torch.stack((step_loss, grad_norm.to(step_loss.dtype)))).all())
+
+
 def _lock_output(out: Path):
     "An exclusive lock on `out/.lock` for the whole run; the OS drops it when the process ends, even by kill -9."
     import fcntl
@@ -396,7 +401,7 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
         if info.is_distributed:  # the mean over ranks (gloo has no AVG reduction)
             dist.all_reduce(step_loss)
             step_loss /= info.world_size
-        if not torch.isfinite(torch.stack((step_loss, grad_norm.to(step_loss.dtype)))).all():   # one host sync per step
+        if not step_is_finite(step_loss, grad_norm):   # one host sync per step
             what = f"loss is {step_loss.item()}" if not torch.isfinite(step_loss) else f"gradient norm is {grad_norm.item()}"
             if cfg.nonfinite == "stop":
                 raise TrainingError(f"{what} at step {step}: stopping; the last good checkpoint in {out} is kept "
