@@ -244,7 +244,7 @@ H100_MATMUL_PEAK = 989e12   # datasheet dense bf16; the measured peak of an H100
 
 def project(tokens_per_s_per_gpu: float, tokens: float, n_gpus: int = 8, scaling: float = 0.9, usd_per_gpu_hour: float = 2.5,
             peak_ratio_to_h100: float = 1.0) -> dict:
-    "Hours and dollars of training `tokens` on `n_gpus` H100s from one GPU's measured tokens/s (assumptions as arguments)."
+    "Hours and dollars of training `tokens` on `n_gpus` GPUs from one GPU's measured tokens/s, converted to an H100's by `peak_ratio_to_h100` (assumptions as arguments)."
     per_gpu = tokens_per_s_per_gpu / peak_ratio_to_h100
     seconds = tokens / (per_gpu * n_gpus * scaling)
     return {"tokens_B": tokens / 1e9, "gpus": n_gpus, "scaling": scaling, "tokens_per_s_per_gpu": per_gpu,

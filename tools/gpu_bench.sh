@@ -9,8 +9,8 @@
 #                 its baseline: BUDGET=470 keeps both presets' recipes, baselines and candidates before the variants)
 #   on a CPU:     DEVICE=cpu CONFIGS=nano:2x64 COMPILE= BUDGET=60 PYTHON=.venv/bin/python bash tools/gpu_bench.sh
 #
-#   2026-11-26, one H200: `bash tools/gpu_bench.sh` with CANDIDATE=loss=lse,muon_impl=compiled_fold then the
-#   default (465 s; benchmarks/results/bench_h200.json), then
+#   2026-11-26, one H200: `bash tools/gpu_bench.sh` with its defaults then (CANDIDATE=loss=lse,muon_impl=compiled_fold,
+#   LOSSES=auto, MUON_IMPL=eager,compiled: 465 s; benchmarks/results/bench_h200.json), then
 #   `CONFIGS=medium:16x2048 CANDIDATE=muon_impl=compiled_fold MUON_IMPL=eager,compiled LOSSES=auto
 #    EXTRA="--optimizers muon --no_data --no_eval" BUDGET=200 bash tools/gpu_bench.sh` (242 s; bench_h200_run2_muon.json).
 #

@@ -13,11 +13,8 @@ torch.manual_seed(0)
 shapes = [(1024, 1024)] * 4 + [(2816, 1024), (1024, 2816)] * 2   # square, tall and wide, as in a block
 
 
-def foreach_lerp(bufs, grads, momentum): torch._foreach_lerp_(bufs, grads, 1 - momentum)
-
-
-def foreach_stack(grads, bufs, tall, momentum, nesterov, dtype):
-    torch._foreach_lerp_(bufs, grads, 1 - momentum)
+def foreach_stack(grads, bufs, tall, momentum, nesterov, dtype):   # _momentum_stack before the per-tensor lerps
+    O._lerp_momentum(bufs, grads, momentum)
     looks = torch._foreach_lerp(grads, bufs, momentum)
     return torch.stack([(u.mT if t else u).to(dtype) for u, t in zip(looks, tall)])
 
@@ -28,20 +25,28 @@ def inputs(shs=shapes):
     return g, b
 
 
+def failed(name, e):
+    "The error's first line and the traceback's last 14 lines."
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+    print(f"FAILED  {name:32} {type(e).__name__}: {first}")
+    print("        " + "\n        ".join(traceback.format_exc().strip().splitlines()[-14:]), flush=True)
+
+
+def results(out, args):
+    "What a function produced: its returned tensor, or (in-place functions) every tensor of its list arguments."
+    return [out] if isinstance(out, torch.Tensor) else [t for a in args if isinstance(a, list) for t in a]
+
+
 def check(name, fn, ref, make_args):
     try:
         args_c, args_e = make_args(), make_args()
-        out_c = torch.compile(fn, fullgraph=True, dynamic=False)(*args_c)
-        out_e = ref(*args_e)
-        diffs = [(x.float() - y.float()).abs().max().item() for x, y in zip(*[
-            [o] if isinstance(o, torch.Tensor) else [t for a in args if isinstance(a, list) for t in a] for o, args in
-            ((out_c, args_c), (out_e, args_e))])]
-        print(f"ok      {name:32} max |compiled - eager| {max(diffs):.2e}", flush=True)
+        got = results(torch.compile(fn, fullgraph=True, dynamic=False)(*args_c), args_c)
+        want = results(ref(*args_e), args_e)
+        diff = max((x.float() - y.float()).abs().max().item() for x, y in zip(got, want))
+        print(f"ok      {name:32} max |compiled - eager| {diff:.2e}", flush=True)
         return True
     except Exception as e:
-        tb = traceback.format_exc().strip().splitlines()
-        print(f"FAILED  {name:32} {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
-        print("        " + "\n        ".join(l for l in tb[-14:]), flush=True)
+        failed(name, e)
         return False
 
 
@@ -69,7 +74,7 @@ def update_ref(P, U, tall, scales, lr, wd):
 
 print(f"torch {torch.__version__} on {dev}", flush=True)
 print("the foreach forms (before):")
-check("foreach _lerp_momentum", foreach_lerp, O._lerp_momentum, lerp_args)
+check("foreach _lerp_momentum", O._lerp_momentum, O._lerp_momentum, lerp_args)
 check("foreach _momentum_stack", foreach_stack, O._momentum_stack, stack_args)
 print("medllm's compiled path:")
 ok = [check("_lerp_each", O._lerp_each, O._lerp_momentum, lerp_args),
@@ -89,6 +94,5 @@ try:   # the whole compiled Muon, two steps, against eager
     d = max((a - b).abs().max().item() for a, b in zip(ws[False], ws[True]))
     print(f"ok      Muon(compiled=True), 2 steps     max |compiled - eager| {d:.2e}"); opt_ok = True
 except Exception as e:
-    print(f"FAILED  Muon(compiled=True): {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
-    print("        " + "\n        ".join(traceback.format_exc().strip().splitlines()[-14:]))
+    failed("Muon(compiled=True)", e)
 print("compiled Muon:", "works" if all(ok) and opt_ok else "FAILS", flush=True)
