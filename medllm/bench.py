@@ -187,8 +187,12 @@ def bench_muon(preset: str, device: torch.device, steps: int = 5, profile: int =
     "Milliseconds per Muon step on `preset`'s hidden matrices: the batched optimizer (each of `impls`, the first one's figure as `batched_ms`) vs one matrix at a time (and, with `profile`, the top kernels of each implementation)."
     seed_everything(0)
     model = GPT(get_config(preset, vocab_size=128)).to(device)    # the vocabulary does not touch Muon's matrices
-    opts = {i: build_optimizer(model, "muon", muon_impl=i).opts["muon"] for i in impls}   # the matrices the recipe gives Muon
-    mats = [p for g in opts[impls[0]].param_groups for p in g["params"]]
+    opts, errors = {}, {}                                             # an implementation that fails is recorded, not fatal
+    for i in impls:
+        try: opts[i] = build_optimizer(model, "muon", muon_impl=i).opts["muon"]   # the matrices the recipe gives Muon
+        except Exception as e: errors[i] = f"{type(e).__name__}: {e}"
+    if not opts: raise RuntimeError("; ".join(f"{i}: {e}" for i, e in errors.items()))
+    mats = [p for g in next(iter(opts.values())).param_groups for p in g["params"]]
     for p in mats: p.grad = torch.randn_like(p)
     bufs = [torch.zeros_like(p) for p in mats]
     def timed(fn):
@@ -197,13 +201,20 @@ def bench_muon(preset: str, device: torch.device, steps: int = 5, profile: int =
         for _ in range(steps): fn()
         _sync(device)
         return (time.perf_counter() - t0) / steps * 1e3
-    impl_ms = {i: timed(o.step) for i, o in opts.items()}          # a compiled step compiles in its warm-up call
+    impl_ms = {}
+    for i, o in opts.items():
+        try: impl_ms[i] = timed(o.step)                                # a compiled step compiles in its warm-up call
+        except Exception as e: errors[i] = f"{type(e).__name__}: {e}"
+    if not impl_ms: raise RuntimeError("; ".join(f"{i}: {e}" for i, e in errors.items()))
+    first = next(iter(impl_ms))
     looped = timed(lambda: _muon_per_matrix(mats, bufs))
-    out = {"preset": preset, "matrices": len(mats), "shapes": len({tuple(p.shape) for p in mats}), "muon_impl": impls[0],
-           "batched_ms": impl_ms[impls[0]], "impl_ms": impl_ms, "per_matrix_ms": looped, "speedup": looped / impl_ms[impls[0]]}
+    out = {"preset": preset, "matrices": len(mats), "shapes": len({tuple(p.shape) for p in mats}), "muon_impl": first,
+           "batched_ms": impl_ms[first], "impl_ms": impl_ms, "per_matrix_ms": looped, "speedup": looped / impl_ms[first]}
+    if errors: out["impl_errors"] = errors
     if profile:
         for i, o in opts.items():
-            key = _muon_profile_key(i, impls[0])
+            if i not in impl_ms: continue
+            key = _muon_profile_key(i, first)
             out["profile" + key], out["profile_split" + key] = _profile(lambda _, o=o: o.step(), device, profile)
     return out
 
@@ -536,6 +547,7 @@ def print_summary(res: dict):
         others = "".join(f", {i} {ms:.1f} ms" for i, ms in m.get("impl_ms", {}).items() if i != m.get("muon_impl", "eager"))
         print(f"Muon step ({m['preset']}, {m['matrices']} matrices in {m['shapes']} shapes): batched {m['batched_ms']:.1f} ms"
               f" ({m.get('muon_impl', 'eager')}){others}, one matrix at a time {m['per_matrix_ms']:.1f} ms ({m['speedup']:.1f}x)")
+        for i, e in m.get("impl_errors", {}).items(): print(f"  {i} failed: {e}")
         for i in m.get("impl_ms", {"eager": 0}):
             key = _muon_profile_key(i, m.get("muon_impl", "eager"))
             if "profile_split" + key in m: print(f"  {i}: {_split_line(m['profile_split' + key])}")

@@ -8,6 +8,7 @@ Docs: https://medllm.github.io/medllm/optim.html.md"""
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from torch import Tensor
@@ -22,8 +23,8 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Keller Jordan's quintic: maximal 
 
 
 def newton_schulz(G: Tensor, steps: int = 5, coefficients=NS_COEFFICIENTS, eps: float = 1e-7,
-                  dtype: torch.dtype = torch.bfloat16, fold: bool = False) -> Tensor:
-    "Approximately orthogonalise a matrix (m, n), or a stack of same-shaped matrices (k, m, n), by `steps` Newton–Schulz iterations in `dtype` (`fold`: a·X folded into the product, below)."
+                  dtype: torch.dtype = torch.bfloat16, fold: bool = False, symmetric: bool = False) -> Tensor:
+    "Approximately orthogonalise a matrix (m, n), or a stack of same-shaped matrices (k, m, n), by `steps` Newton–Schulz iterations in `dtype` (`fold`: a·X folded into the product; `symmetric`: X Xᵀ and A² by a Triton kernel that computes half of each; both below)."
     if G.ndim not in (2, 3): raise ValueError(f"Muon orthogonalises 2-D matrices (or a stack of them), got shape {tuple(G.shape)}")
     a, b, c = coefficients
     mm = torch.addmm if G.ndim == 2 else torch.baddbmm  # a stack: one batched product per stage, not one per matrix
@@ -31,13 +32,16 @@ def newton_schulz(G: Tensor, steps: int = 5, coefficients=NS_COEFFICIENTS, eps: 
     tall = G.size(-2) > G.size(-1)
     if tall: X = X.mT                                 # iterate on the wide side: X Xᵀ is the smaller Gram matrix
     X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # Frobenius norm >= spectral norm: all singular values <= 1
+    if symmetric: from medllm.kernels import sym_product   # Triton, imported on first use
     for _ in range(steps):
-        A = X @ X.mT
-        B = mm(A, A, A, beta=b, alpha=c)              # b·A + c·A²
-        if fold:                                      # (a·I + B)·X: a plain product, X is not copied into its result
-            B.diagonal(dim1=-2, dim2=-1).add_(a)
-            X = B @ X
-        else: X = mm(X, B, X, beta=a)                 # a·X + B·X
+        if symmetric:                                 # only the tiles on and above the diagonal, mirrored
+            A = sym_product(X)
+            B = sym_product(A, A, alpha=c, beta=b, diag=a if fold else 0.0)   # b·A + c·A Aᵀ (A Aᵀ = A²), + a·I folded
+        else:
+            A = X @ X.mT
+            B = mm(A, A, A, beta=b, alpha=c)          # b·A + c·A²
+            if fold: B.diagonal(dim1=-2, dim2=-1).add_(a)
+        X = B @ X if fold else mm(X, B, X, beta=a)    # (a·I + B)·X: a plain product, X is not copied into its result; or a·X + B·X
     return X.mT if tall else X
 
 # %% ../nbs/20_optim.ipynb #a641496c
@@ -79,10 +83,11 @@ class Muon(torch.optim.Optimizer):
     "Muon: SGD-momentum whose update is orthogonalised by Newton–Schulz; for 2-D hidden matrices only."
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True, weight_decay: float = 0.0,
                  ns_steps: int = 5, ns_dtype: torch.dtype = torch.bfloat16, shard: bool = True, compiled: bool = False,
-                 ns_fold: bool = False):
+                 ns_fold: bool = False, ns_symmetric: bool = False):
         self.shard = shard        # under torch.distributed: each rank orthogonalises its share of the matrices, then broadcasts
         self.compiled = compiled  # the elementwise work before and after Newton–Schulz fused by torch.compile (see above)
         self.ns_fold = ns_fold    # newton_schulz(fold=True): a·X folded into the product (see above)
+        self.ns_symmetric = ns_symmetric   # newton_schulz(symmetric=True): the symmetric products by medllm.kernels (see above)
         self._lr = {}             # compiled: each group's learning rate as a device tensor
         if lr <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
             raise ValueError(f"Muon needs lr > 0, 0 <= momentum < 1, weight_decay >= 0 (got {lr}, {momentum}, {weight_decay})")
@@ -128,7 +133,7 @@ class Muon(torch.optim.Optimizer):
                     U = torch._foreach_lerp(G, B, mom) if g["nesterov"] else B  # look ahead along the momentum
                     X = torch.empty(len(P), short, long, dtype=dtype, device=P[0].device)
                     torch._foreach_copy_([x.mT if t else x for x, t in zip(X.unbind(0), tall)], U)  # cast into one stack: one pass
-                update = newton_schulz(X, g["ns_steps"], dtype=dtype, fold=self.ns_fold)   # (k, short, long), in ns_dtype
+                update = newton_schulz(X, g["ns_steps"], dtype=dtype, fold=self.ns_fold, symmetric=self.ns_symmetric)  # (k, short, long)
                 if self.compiled:
                     _fused(_apply_update)(P, update, tall, tuple(math.sqrt(long / short) if t else 1.0 for t in tall), lr_t, wd)
                     continue
@@ -143,7 +148,7 @@ class Muon(torch.optim.Optimizer):
         return loss
 
 # %% ../nbs/20_optim.ipynb #66193aa2
-MUON_IMPLS = ("eager", "compiled", "compiled_fold")   # Muon's elementwise work: foreach kernels, or fused by torch.compile (and a·X folded)
+MUON_IMPLS = ("eager", "compiled", "compiled_fold", "compiled_sym")   # Muon's elementwise work: foreach kernels, or fused by torch.compile (and a·X folded, and the symmetric products halved)
 
 
 class Optimizers:
@@ -180,7 +185,7 @@ class Optimizers:
 def build_optimizer(model: torch.nn.Module, optimizer: str = "muon", lr_matrix: float = 0.02, lr_embed: float = 0.2,
                     lr_head: float = 0.004, lr_scalar: float = 0.02, lr_adamw: float = 3e-3, weight_decay: float = 0.0,
                     fused: bool | None = None, muon_impl: str = "eager") -> Optimizers:
-    "Muon on the 2-D hidden matrices and AdamW on embedding, head and gains ('muon'), or AdamW on everything ('adamw'). `muon_impl`: Muon's elementwise work as foreach kernels ('eager'), fused by torch.compile ('compiled'), and also a·X folded into Newton–Schulz's product ('compiled_fold')."
+    "Muon on the 2-D hidden matrices and AdamW on embedding, head and gains ('muon'), or AdamW on everything ('adamw'). `muon_impl`: Muon's elementwise work as foreach kernels ('eager'), fused by torch.compile ('compiled'), and also a·X folded into Newton–Schulz's product ('compiled_fold'), and also its symmetric products by a Triton kernel ('compiled_sym', CUDA)."
     if optimizer not in ("muon", "adamw"): raise ValueError(f"unknown optimizer {optimizer!r}: use muon or adamw")
     if muon_impl not in MUON_IMPLS: raise ValueError(f"unknown muon_impl {muon_impl!r}: use {' or '.join(MUON_IMPLS)}")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -195,7 +200,10 @@ def build_optimizer(model: torch.nn.Module, optimizer: str = "muon", lr_matrix: 
         return Optimizers({"adamw": torch.optim.AdamW(groups, lr=lr_adamw, **adam_kw)})
     adamw = torch.optim.AdamW([dict(params=embed, lr=lr_embed), dict(params=head, lr=lr_head), dict(params=scalars, lr=lr_scalar)],
                               weight_decay=0.0, **adam_kw)
-    muon = Muon(matrices, lr=lr_matrix, weight_decay=weight_decay, compiled=muon_impl != "eager", ns_fold=muon_impl == "compiled_fold")
+    if muon_impl == "compiled_sym" and matrices and not matrices[0].is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"muon_impl compiled_sym runs a Triton kernel on a CUDA GPU; the model is on {matrices[0].device.type}: use eager, compiled or compiled_fold")
+    muon = Muon(matrices, lr=lr_matrix, weight_decay=weight_decay, compiled=muon_impl != "eager",
+                ns_fold=muon_impl in ("compiled_fold", "compiled_sym"), ns_symmetric=muon_impl == "compiled_sym")
     return Optimizers({"muon": muon, "adamw": adamw})
 
 # %% ../nbs/20_optim.ipynb #42cf4faf

@@ -101,14 +101,17 @@ def test_muon_impls_agree_with_eager():
     does, within bf16 noise. Full-rank gradients: a low-rank one (a tiny batch) has directions that are rounding noise,
     which Newton–Schulz scales up to the size of the others, in every implementation differently."""
     m = GPT(get_config("nano", vocab_size=256, n_layer=1))
-    flags = {impl: (lambda o: (o.compiled, o.ns_fold))(build_optimizer(m, muon_impl=impl).opts["muon"]) for impl in MUON_IMPLS}
-    assert flags == {"eager": (False, False), "compiled": (True, False), "compiled_fold": (True, True)}
+    cpu_impls = [i for i in MUON_IMPLS if i != "compiled_sym"]   # compiled_sym: CUDA, or the interpreter (the test below)
+    flags = {impl: (lambda o: (o.compiled, o.ns_fold, o.ns_symmetric))(build_optimizer(m, muon_impl=impl).opts["muon"]) for impl in cpu_impls}
+    assert flags == {"eager": (False, False, False), "compiled": (True, False, False), "compiled_fold": (True, True, False)}
     with pytest.raises(ValueError, match="unknown muon_impl"): build_optimizer(m, muon_impl="fused")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        with pytest.raises(ValueError, match="compiled_sym runs a Triton kernel on a CUDA GPU"): build_optimizer(m, muon_impl="compiled_sym")
     torch.manual_seed(0)
     W0 = [torch.randn(*s) for s in ((64, 32), (32, 64), (64, 32), (48, 48), (48, 48))]
     grads = [[torch.randn_like(w) for w in W0] for _ in range(4)]
     final = {}
-    for impl in MUON_IMPLS:
+    for impl in cpu_impls:
         W = [w.clone().requires_grad_() for w in W0]
         opt = Muon(W, weight_decay=0.1, compiled=impl != "eager", ns_fold=impl == "compiled_fold")
         for step, gs in enumerate(grads):
@@ -119,3 +122,59 @@ def test_muon_impls_agree_with_eager():
     for impl in ("compiled", "compiled_fold"):
         gap = [((a - b).norm() / (b - w0).norm()).item() for a, b, w0 in zip(final[impl], final["eager"], W0)]
         assert max(gap) < (0.01 if impl == "compiled" else 0.05), (impl, gap)
+
+
+SYM_SCRIPT = r"""
+import torch
+from medllm.kernels import sym_product
+from medllm.model import GPT, get_config
+from medllm.optim import Muon, build_optimizer, newton_schulz
+torch.manual_seed(0)
+rel = lambda x, ref: ((x.float() - ref).norm() / ref.norm()).item()
+for shape in ((37, 50), (3, 70, 150), (2, 33, 20)):       # one matrix; stacks with a part-filled last tile
+    for dt, tol in ((torch.float32, 1e-6), (torch.bfloat16, 4e-3)):
+        X = torch.randn(*shape, dtype=dt)
+        A = sym_product(X)
+        assert A.dtype == dt and torch.equal(A, A.mT) and rel(A, X.float() @ X.float().mT) < tol, (shape, dt)
+        B = sym_product(A, A, alpha=-4.775, beta=2.0315, diag=3.4445)
+        ref = 3.4445 * torch.eye(shape[-2]) + 2.0315 * A.float() - 4.775 * A.float() @ A.float()
+        assert torch.equal(B, B.mT) and rel(B, ref) < tol, (shape, dt)
+Xt = torch.randn(2, 40, 30).mT                              # not contiguous
+assert rel(sym_product(Xt), Xt @ Xt.mT) < 1e-6
+for bad, msg in ((lambda: sym_product(torch.randn(2, 2, 3, 3)), "matrix or a stack"),
+                 (lambda: sym_product(torch.randn(2, 4, 6), torch.randn(2, 4, 5)), "expected")):
+    try: bad(); raise AssertionError(msg)
+    except ValueError as e: assert msg in str(e), e
+G = torch.randn(3, 48, 80)
+for fold in (False, True):
+    torch.testing.assert_close(newton_schulz(G, dtype=torch.float32, fold=fold, symmetric=True), newton_schulz(G, dtype=torch.float32, fold=fold), rtol=1e-4, atol=1e-5)
+o = build_optimizer(GPT(get_config("nano", vocab_size=256, n_layer=1)), muon_impl="compiled_sym").opts["muon"]
+assert (o.compiled, o.ns_fold, o.ns_symmetric) == (True, True, True)
+torch.manual_seed(0)                                        # four steps under a schedule, against eager (as the test above)
+W0 = [torch.randn(*s) for s in ((64, 32), (32, 64), (64, 32), (48, 48), (48, 48))]
+grads = [[torch.randn_like(w) for w in W0] for _ in range(4)]
+final = {}
+for sym in (False, True):
+    W = [w.clone().requires_grad_() for w in W0]
+    opt = Muon(W, weight_decay=0.1, compiled=sym, ns_fold=sym, ns_symmetric=sym)
+    for step, gs in enumerate(grads):
+        for w, g in zip(W, gs): w.grad = g.clone()
+        for group in opt.param_groups: group["lr"] = 0.02 * (1 - step / 8)
+        opt.step()
+    final[sym] = W
+gap = [((a - b).norm() / (b - w0).norm()).item() for a, b, w0 in zip(final[True], final[False], W0)]
+assert max(gap) < 0.05, gap
+print("ok", max(gap))
+"""
+
+
+def test_symmetric_products_in_triton_interpreter():
+    """`sym_product` (13_kernels) in Triton's interpreter on the CPU: X Xᵀ and a·I + b·A + c·A² against PyTorch, mirrored
+    exactly, for a matrix, stacks with part-filled tiles and a transposed input; bad shapes are refused; Newton–Schulz
+    with it equals PyTorch's in float32; `--muon_impl compiled_sym` moves the weights as eager Muon does, within bf16
+    noise. In its own process: the interpreter must be chosen before Triton is imported."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", SYM_SCRIPT], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "2"})
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr[-3000:]

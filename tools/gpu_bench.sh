@@ -21,11 +21,12 @@
 #     transformers' Qwen3ForCausalLM (fused AdamW) at the same shapes, compiled, bf16: tokens/s, MFU, peak memory, compile
 #     time, the optimizer's share, and the PROFILE kernels that took the most time over two profiled steps, with the
 #     split of all kernel time into matmul, attention, Inductor-generated and other;
-#   - with each preset, right after its baseline, CANDIDATE (default muon_impl=compiled_fold; empty: none):
+#   - with each preset, right after its baseline, CANDIDATE (default muon_impl=compiled_sym: compiled elementwise work, a·X
+#     folded, and Newton–Schulz's symmetric products by medllm.kernels' Triton kernel; empty: none):
 #     those settings together in place of the recipe's, with Muon and with AdamW: the possible next recipe, in the same
 #     run as its baseline (AdamW ignores muon_impl, so a candidate that only sets it runs with Muon alone);
 #   - then the variants, each one change from the recipe's step: MUON_IMPL, RESIDUAL, ATTENTION and LOSSES are lists whose
-#     first value is the recipe's (defaults: eager,compiled / compute / auto / auto). A Muon variant
+#     first value is the recipe's (defaults: eager / compute / auto / auto: no variants). A Muon variant
 #     runs with Muon (by default: Muon's elementwise work compiled, against the eager recipe); the others with AdamW
 #     (LOSSES=auto,lse: the cross-entropy that saves bf16 logits and a log-sum-exp, against compiled F.cross_entropy;
 #     RESIDUAL=compute,float32 measures the bf16 residual stream against the float32 one it replaced, as the run of
@@ -47,13 +48,13 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null | tee "$OUT/card.txt"
 $PY -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__, '| cuda', torch.cuda.is_available())" \
   | tee -a "$OUT/card.txt"
-if [ -n "${CHECK:-}" ]; then   # CHECK=1: first compile Muon's elementwise functions one by one against eager (tools/muon_cuda_check.py)
+if [ -n "${CHECK:-}" ]; then   # CHECK=1: first Muon's compiled functions and the symmetric products against eager (tools/muon_cuda_check.py)
   $PY tools/muon_cuda_check.py 2>&1 | grep -v '^[EWI][0-9]' | tee "$OUT/check.log"
 fi
 COMPILE=${COMPILE---compile}
-CAND=${CANDIDATE-muon_impl=compiled_fold}
+CAND=${CANDIDATE-muon_impl=compiled_sym}
 $PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto}" \
-  --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute}" --muon_impl "${MUON_IMPL:-eager,compiled}" \
-  ${CAND:+--candidate "$CAND"} $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-470}" \
+  --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute}" --muon_impl "${MUON_IMPL:-eager}" \
+  ${CAND:+--candidate "$CAND"} $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-400}" \
   --profile "${PROFILE:-20}" --output "$OUT/bench.json" ${EXTRA:-} 2>&1 | tee "$OUT/bench.log"
 exit "${PIPESTATUS[0]}"

@@ -4,11 +4,16 @@
 `PYTHONPATH=. python3 tools/muon_cuda_check.py [cuda|cpu]`. For each function it prints ok (with the largest difference
 from the eager form) or the last lines of the compiler's traceback. The foreach forms, which torch 2.11's Inductor failed
 to compile on an H200 on 2026-11-26 (`InductorError: AssertionError`, no message) and which compile on the CPU, are
-checked too, to show whether that still holds and where it fails."""
-import sys, traceback, torch
-import medllm.optim as O
+checked too, to show whether that still holds and where it fails.
+
+Then the symmetric products (`medllm.kernels.sym_product`, Triton) against PyTorch's products, Newton–Schulz with them
+against float32, and, on a GPU, Newton–Schulz alone on `medium`'s two stacks with PyTorch's products and with the
+symmetric ones (both with the fold), and the tile shape the autotuner chose."""
+import os, sys, time, traceback, torch
 
 dev = torch.device(sys.argv[1] if len(sys.argv) > 1 else ("cuda" if torch.cuda.is_available() else "cpu"))
+if dev.type == "cpu": os.environ["TRITON_INTERPRET"] = "1"   # the symmetric products in Triton's interpreter (13_kernels)
+import medllm.optim as O  # noqa: E402
 torch.manual_seed(0)
 shapes = [(1024, 1024)] * 4 + [(2816, 1024), (1024, 2816)] * 2   # square, tall and wide, as in a block
 
@@ -96,3 +101,42 @@ try:   # the whole compiled Muon, two steps, against eager
 except Exception as e:
     failed("Muon(compiled=True)", e)
 print("compiled Muon:", "works" if all(ok) and opt_ok else "FAILS", flush=True)
+
+
+print("symmetric products (medllm.kernels.sym_product, Triton):", flush=True)
+sym_ok = False
+try:
+    from medllm.kernels import sym_product
+    a, b, c = O.NS_COEFFICIENTS
+    rel = lambda x, ref: ((x.float() - ref).norm() / ref.norm()).item()
+    k, m, n = (8, 1024, 2816) if dev.type == "cuda" else (2, 72, 200)   # the interpreter is slow
+    torch.manual_seed(3)
+    X = torch.randn(k, m, n, device=dev, dtype=torch.bfloat16)
+    A, ref = sym_product(X), X.float() @ X.float().mT
+    err_a, torch_a = rel(A, ref), rel(X @ X.mT, ref)
+    Bm = sym_product(A, A, alpha=c, beta=b, diag=a)
+    refB = a * torch.eye(m, device=dev) + b * A.float() + c * A.float() @ A.float()
+    err_b, torch_b = rel(Bm, refB), rel((a * torch.eye(m, device=dev) + torch.baddbmm(A, A, A, beta=b, alpha=c)).bfloat16(), refB)
+    mirrored = torch.equal(A, A.mT) and torch.equal(Bm, Bm.mT)
+    print(f"        X Xᵀ {tuple(X.shape)}: distance from float32 {err_a:.2e} (PyTorch's bf16 product {torch_a:.2e}); "
+          f"a·I + b·A + c·A²: {err_b:.2e} ({torch_b:.2e}); mirrored exactly: {mirrored}", flush=True)
+    G = torch.randn(4 if dev.type == "cuda" else 2, m, n, device=dev)
+    nsref = O.newton_schulz(G, dtype=torch.float32)
+    ns = {s_: rel(O.newton_schulz(G, fold=True, symmetric=s_), nsref) for s_ in (False, True)}
+    print(f"        Newton–Schulz (bf16, fold), distance from float32: {ns[False]:.2%} PyTorch's products, {ns[True]:.2%} symmetric", flush=True)
+    sym_ok = mirrored and err_a < 2.5 * torch_a and err_b < 2.5 * max(torch_b, 1e-3) and ns[True] < 1.2 * ns[False]
+    print(("ok      " if sym_ok else "FAILED  ") + "sym_product against PyTorch", flush=True)
+    if dev.type == "cuda":   # Newton–Schulz alone on medium's stacks (96 of 1024x1024, 72 of 1024x2816), with the fold
+        stacks = [torch.randn(96, 1024, 1024, device=dev, dtype=torch.bfloat16), torch.randn(72, 1024, 2816, device=dev, dtype=torch.bfloat16)]
+        for s_ in (False, True):
+            for _ in range(3): [O.newton_schulz(S, fold=True, symmetric=s_) for S in stacks]
+            torch.cuda.synchronize(); t0 = time.perf_counter()
+            for _ in range(10): [O.newton_schulz(S, fold=True, symmetric=s_) for S in stacks]
+            torch.cuda.synchronize()
+            print(f"        Newton–Schulz on medium's 168 matrices, fold, {'symmetric' if s_ else 'PyTorch'} products: "
+                  f"{(time.perf_counter() - t0) / 10 * 1e3:.2f} ms", flush=True)
+        import medllm.kernels as K
+        print("        autotuned tiles:", {str(key): str(cfg) for key, cfg in K._sym_tuned.cache.items()}, flush=True)
+except Exception as e:
+    failed("sym_product", e)
+print("symmetric products:", "work" if sym_ok else "FAIL", flush=True)
