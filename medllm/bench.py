@@ -30,9 +30,9 @@ from .optim import MUON_IMPLS, build_optimizer, newton_schulz
 from .train import estimate_run, forward_backward, step_is_finite
 
 # %% auto #0
-__all__ = ['H100_MATMUL_PEAK', 'STEP_SETTINGS', 'matmul_peak', 'bench_step', 'flops_per_token', 'bench_muon', 'bench_data',
-           'bench_eval', 'project', 'parse_configs', 'run_bench', 'summarize', 'bench_table', 'main', 'parse_candidate',
-           'print_summary']
+__all__ = ['H100_MATMUL_PEAK', 'GRAPHS', 'STEP_SETTINGS', 'matmul_peak', 'bench_step', 'flops_per_token', 'bench_muon',
+           'bench_data', 'bench_eval', 'project', 'parse_configs', 'run_bench', 'summarize', 'bench_table', 'main',
+           'parse_candidate', 'print_summary']
 
 # %% ../nbs/32_bench.ipynb #ad10ec68
 def _sync(device: torch.device):
@@ -71,11 +71,14 @@ def _qwen3(cfg):
 def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: torch.device, optimizer: str = "muon",
                dtype: torch.dtype | None = None, compile: bool = False, steps: int = 10, warmup: int = 3,
                vocab_size: int = 50304, seed: int = 0, loss_impl: str = "chunked",
-               attention: str = "auto", residual: str = "compute", profile: int = 0, muon_impl: str = "eager") -> dict:
-    "Time the training step of `impl` ('medllm' or 'transformers') for one preset and batch shape (`loss_impl`, `attention`, `residual`: medllm's step settings, 11_model; `muon_impl`: Muon's, 20_optim)."
+               attention: str = "auto", residual: str = "compute", profile: int = 0, muon_impl: str = "eager",
+               graphs: str = "off") -> dict:
+    "Time the training step of `impl` ('medllm' or 'transformers') for one preset and batch shape (`loss_impl`, `attention`, `residual`: medllm's step settings, 11_model; `muon_impl`: Muon's, 20_optim; `graphs`: 'on' compiles medllm's model with CUDA graphs, as `fit --cuda_graphs`)."
     if impl not in ("medllm", "transformers"): raise ValueError(f"unknown implementation {impl!r}: use medllm or transformers")
     if impl == "transformers" and optimizer != "adamw": raise ValueError("the transformers baseline trains with AdamW only")
     if loss_impl not in LOSS_IMPLS: raise ValueError(f"unknown loss {loss_impl!r}: use {' or '.join(LOSS_IMPLS)}")
+    if graphs not in GRAPHS: raise ValueError(f"unknown graphs {graphs!r}: use {' or '.join(GRAPHS)}")
+    if graphs == "on" and (device.type != "cuda" or not compile): raise ValueError("CUDA graphs need a CUDA device and --compile")
     dtype = dtype or get_dtype(device)
     seed_everything(seed)
     cfg = get_config(preset, vocab_size=vocab_size, seq_len=seq_len)
@@ -87,7 +90,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
         model.set_attention(attention)
         model.residual = residual
         opt = build_optimizer(model, optimizer, fused=fused, muon_impl=muon_impl)
-        train_model = torch.compile(model) if compile else model
+        train_model = torch.compile(model, mode="reduce-overhead" if graphs == "on" else None) if compile else model   # as fit
         def grads(rows): return forward_backward(train_model, model, [rows], device, dtype, grad_clip=1.0)   # (loss, norm)
     else:
         model = _qwen3(cfg).to(device)
@@ -122,7 +125,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
             "batch_size": batch_size, "seq_len": seq_len, "optimizer": optimizer, "loss": loss_impl if impl == "medllm" else "transformers",
             "attention": attention if impl == "medllm" else "sdpa", "residual": residual if impl == "medllm" else None,
             "muon_impl": muon_impl if impl == "medllm" and optimizer == "muon" else None,
-            "compile": compile, "dtype": str(dtype).removeprefix("torch."),
+            "graphs": graphs if impl == "medllm" else None, "compile": compile, "dtype": str(dtype).removeprefix("torch."),
             "steps": steps, "step_ms": step * 1e3, "tokens_per_s": tokens / step, "step_ms_synced": synced * 1e3,
             "optimizer_share": statistics.median(t_opt) / synced, "first_step_s": first, "compile_s": max(first - synced, 0.0),
             "peak_memory_gb": _peak_memory_gb(device), "final_loss": float(loss)}
@@ -287,11 +290,14 @@ def _variant(r: dict) -> str:
     name += {"full": "-fullce", "lse": "-lsece"}.get(r.get("loss"), "")
     if r.get("attention") not in (None, "auto", "sdpa"): name += f"-{r['attention']}"
     if r.get("residual") not in (None, "compute"): name += f"-{r['residual']}-residual"
+    if r.get("graphs") == "on": name += "-graphs"
     if r.get("projections") not in (None, "fused"): name += f"-{r['projections']}-proj"   # saved runs of 2026-11-26 (not kept)
     return name
 
 
-STEP_SETTINGS = {"loss": ("auto", *LOSS_IMPLS), "attention": ATTENTION_BACKENDS, "residual": RESIDUALS, "muon_impl": MUON_IMPLS}  # medllm's step: each setting's values
+GRAPHS = ("off", "on")   # medllm's compiled step without or with CUDA graphs (fit --cuda_graphs)
+STEP_SETTINGS = {"loss": ("auto", *LOSS_IMPLS), "attention": ATTENTION_BACKENDS, "residual": RESIDUALS, "muon_impl": MUON_IMPLS,
+                 "graphs": GRAPHS}  # medllm's step: each setting's values
 
 
 def _plan(configs, impls, optimizers, choices: dict, candidates=()) -> list[tuple]:
@@ -352,7 +358,7 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
            "coordinate_descent_tuning": coordinate_descent, "runs": [], "ratios": {}}
     runs = out["runs"]
     fpt = {(p, t): flops_per_token(p, vocab_size, t) for p, _, t in configs}   # once per preset and sequence length
-    theirs = {"loss": "transformers", "attention": "sdpa", "residual": None, "muon_impl": None}  # the baseline's settings, for its record
+    theirs = {"loss": "transformers", "attention": "sdpa", "residual": None, "muon_impl": None, "graphs": None}  # the baseline's settings, for its record
     tuning = contextlib.nullcontext()
     if coordinate_descent:   # for this run's compilations only, not for the rest of the process
         import torch._inductor.config as inductor_config
@@ -366,7 +372,7 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
                 continue
             try:
                 kw = {"loss_impl": settings["loss"], "attention": settings["attention"], "residual": settings["residual"],
-                      "muon_impl": settings["muon_impl"]} if settings else {}
+                      "muon_impl": settings["muon_impl"], "graphs": settings.get("graphs", "off")} if settings else {}
                 r = bench_step(impl, preset, b, t, device, optimizer, compile=compile, steps=steps, warmup=warmup,
                                vocab_size=vocab_size, profile=profile, **kw)
             except Exception as e:                                   # an out-of-memory or a compile failure: record it, go on
@@ -466,7 +472,7 @@ def main(argv: list[str] | None = None):
     p.add_argument("--muon_impl", default="eager", help=f"Muon's elementwise work: {', '.join(MUON_IMPLS)} (a variant runs with Muon)")
     p.add_argument("--candidate", action="append", default=[], metavar="KEY=VALUE,...",
                    help="settings run together in place of the recipe's, with every optimizer, before the variants "
-                        "(e.g. loss=lse,muon_impl=compiled; keys: loss, attention, residual, muon_impl); repeatable")
+                        "(e.g. loss=lse,muon_impl=compiled; keys: loss, attention, residual, muon_impl, graphs); repeatable")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--coordinate_descent", action="store_true", help="with --compile: Inductor's coordinate-descent tuning of its kernels, for both models")
     p.add_argument("--steps", type=int, default=10, help="timed steps per run")

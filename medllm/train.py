@@ -55,7 +55,7 @@ class TrainConfig:
     max_steps: int | None = 200       # optimizer steps (or derived from max_tokens)
     max_tokens: int | None = None     # training tokens; sets max_steps when max_steps is None
     optimizer: str = "muon"           # muon (Muon on matrices + AdamW) or adamw
-    muon_impl: str = "eager"          # Muon's elementwise work: eager (foreach kernels), compiled (fused by torch.compile), compiled_fold (also a·X folded into Newton–Schulz; 20_optim)
+    muon_impl: str = "eager"          # Muon's elementwise work: eager (foreach kernels), compiled (fused by torch.compile), compiled_fold (also a·X folded into Newton–Schulz), compiled_sym (also its symmetric products in Triton; CUDA; 20_optim)
     lr_matrix: float = 0.02           # Muon learning rate
     lr_embed: float = 0.2             # AdamW: embedding
     lr_head: float = 0.004            # AdamW: output head
@@ -75,6 +75,7 @@ class TrainConfig:
     output: str = "runs/demo"         # run folder: metrics.jsonl, run_info.json, checkpoints
     resume: str | None = None         # a checkpoint path, or "latest" in `output`
     compile: bool = False             # torch.compile the model
+    cuda_graphs: bool = False         # with --compile on one CUDA GPU: replay each step's kernels as CUDA graphs (torch.compile mode reduce-overhead)
     loss: str = "auto"                # cross-entropy: chunked (never the full logits), full, lse (full, saving bf16 logits; 10_layers), or auto = full when compiled
     attention: str = "auto"           # preferred SDPA kernel: auto, cudnn, flash, efficient, math (see medllm-bench)
     residual: str = "compute"         # residual stream under autocast: compute (bf16, half the bytes) or float32 (11_model)
@@ -105,6 +106,7 @@ class TrainConfig:
             raise ValueError(f"unknown attention {self.attention!r}: use {', '.join(ATTENTION_BACKENDS)}")
         if self.residual not in RESIDUALS: raise ValueError(f"unknown residual {self.residual!r}: use {' or '.join(RESIDUALS)}")
         if self.nonfinite not in ("stop", "skip"): raise ValueError(f"nonfinite must be stop or skip, got {self.nonfinite!r}")
+        if self.cuda_graphs and not self.compile: raise ValueError("--cuda_graphs needs --compile: the graphs are recorded by torch.compile")
         for name in ("eval_every", "save_every", "eval_batches", "num_workers", "warmup_steps"):
             if getattr(self, name) < 0: raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.log_every < 1: raise ValueError(f"log_every must be >= 1, got {self.log_every}")
@@ -217,6 +219,7 @@ def forward_backward(train_model, model: GPT, micro_batches: list[torch.Tensor],
                      distributed: bool = False, step: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     "The gradient half of a training step: forward and backward over the micro-batches (B, T+1), then the clipped gradient norm; (mean loss, norm) stay on the device."
     n = len(micro_batches)
+    torch.compiler.cudagraph_mark_step_begin()   # CUDA graphs (--cuda_graphs): a new step, the last one's outputs are done with
     loss_sum = torch.zeros((), device=device)
     for micro, rows in enumerate(micro_batches):
         rows = rows.to(device, non_blocking=True)
@@ -342,7 +345,9 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
     loader, val_batches = _data(cfg, tok, info, start_batch=ckpt["batches"] if ckpt else 0)
     batches_consumed = ckpt["batches"] if ckpt else 0
     if ckpt: set_rng_state(ckpt["rng"])
-    train_model = torch.compile(model) if cfg.compile else model
+    if cfg.cuda_graphs and (device.type != "cuda" or info.is_distributed):
+        raise ValueError(f"--cuda_graphs runs on one CUDA GPU (measured there only); this run is on {info.world_size} × {device.type}")
+    train_model = torch.compile(model, mode="reduce-overhead" if cfg.cuda_graphs else None) if cfg.compile else model
     if info.is_distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
         train_model = DDP(train_model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
