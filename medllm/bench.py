@@ -30,7 +30,7 @@ from .optim import MUON_IMPLS, build_optimizer, newton_schulz
 from .train import estimate_run, forward_backward, step_is_finite
 
 # %% auto #0
-__all__ = ['H100_MATMUL_PEAK', 'GRAPHS', 'STEP_SETTINGS', 'matmul_peak', 'bench_step', 'flops_per_token', 'bench_muon',
+__all__ = ['GRAPHS', 'H100_MATMUL_PEAK', 'STEP_SETTINGS', 'matmul_peak', 'bench_step', 'flops_per_token', 'bench_muon',
            'bench_data', 'bench_eval', 'project', 'parse_configs', 'run_bench', 'summarize', 'bench_table', 'main',
            'parse_candidate', 'print_summary']
 
@@ -66,6 +66,9 @@ def _qwen3(cfg):
     c = hf_config(cfg, types.SimpleNamespace(eot_id=0))
     c = {k: v for k, v in c.items() if k not in ("architectures", "model_type", "dtype", "torch_dtype")}
     return Qwen3ForCausalLM(Qwen3Config(**c, attn_implementation="sdpa"))
+
+
+GRAPHS = ("off", "on")   # medllm's compiled step without or with CUDA graphs (fit --cuda_graphs)
 
 
 def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: torch.device, optimizer: str = "muon",
@@ -295,7 +298,6 @@ def _variant(r: dict) -> str:
     return name
 
 
-GRAPHS = ("off", "on")   # medllm's compiled step without or with CUDA graphs (fit --cuda_graphs)
 STEP_SETTINGS = {"loss": ("auto", *LOSS_IMPLS), "attention": ATTENTION_BACKENDS, "residual": RESIDUALS, "muon_impl": MUON_IMPLS,
                  "graphs": GRAPHS}  # medllm's step: each setting's values
 

@@ -7,10 +7,11 @@ from medllm import optim
 SHAPES = [(16, 8), (8, 16), (12, 12), (4, 20), (20, 4), (12, 12), (16, 8), (12, 12)]   # repeats: stacked per shape
 
 
-def run(shard: bool, compiled: bool = False):
+def run(shard: bool, impl: str = "eager"):
     torch.manual_seed(0)
     ps = [torch.nn.Parameter(torch.randn(*s)) for s in SHAPES]
-    opt = optim.Muon(ps, lr=0.02, weight_decay=0.01, shard=shard, compiled=compiled)
+    sym = impl == "compiled_sym"                         # the symmetric products in Triton (its interpreter here: TRITON_INTERPRET=1)
+    opt = optim.Muon(ps, lr=0.02, weight_decay=0.01, shard=shard, compiled=impl != "eager", ns_fold=sym, ns_symmetric=sym)
     calls, orig = [0], optim.newton_schulz
 
     def counted(G, *a, **k):                             # matrices orthogonalised (a stack counts each of its matrices)
@@ -31,14 +32,14 @@ def run(shard: bool, compiled: bool = False):
 if __name__ == "__main__":
     dist.init_process_group("gloo")
     rank = dist.get_rank()
-    for compiled in (False, True):                       # eager, then the elementwise work compiled (20_optim)
-        sharded, n_sharded, opt = run(True, compiled)
-        replicated, n_replicated, _ = run(False, compiled)
-        assert all(torch.equal(x, y) for x, y in zip(sharded, replicated)), f"sharded Muon differs from replicated Muon ({compiled=})"
+    for impl in ("eager", "compiled", "compiled_sym"):   # eager, the elementwise work compiled, and the symmetric products (20_optim)
+        sharded, n_sharded, opt = run(True, impl)
+        replicated, n_replicated, _ = run(False, impl)
+        assert all(torch.equal(x, y) for x, y in zip(sharded, replicated)), f"sharded Muon differs from replicated Muon ({impl=})"
         bufs = [opt.state[p]["momentum_buffer"] for g in opt.param_groups for p in g["params"]]
         for x in sharded + bufs:                         # and every rank holds the same matrices and momentum buffers
             y = x.clone(); dist.broadcast(y, 0)
-            assert torch.equal(x, y), f"ranks differ ({compiled=})"
+            assert torch.equal(x, y), f"ranks differ ({impl=})"
         assert len(opt.state) == len(SHAPES)             # every rank keeps every momentum buffer: rank 0's checkpoint is whole
-        print(f"rank {rank}: {'compiled' if compiled else 'eager'}: matrices orthogonalised sharded {n_sharded} replicated {n_replicated}", flush=True)
+        print(f"rank {rank}: {impl}: matrices orthogonalised sharded {n_sharded} replicated {n_replicated}", flush=True)
     dist.destroy_process_group()

