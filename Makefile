@@ -17,10 +17,12 @@ demo: venv
 	$(BIN)/papermill nbs/runs/train.ipynb runs/demo/train.ipynb --cwd . -p output runs/demo
 
 ## Every test, as CI runs it: notebooks clean and exported, every notebook top to bottom, then pytest.
+## Without a GPU the notebooks run Triton's kernels in its interpreter (13_kernels): nbdev-test runs several notebooks
+## in one worker process, and the interpreter must be chosen before the first of them imports Triton.
 test: venv
 	BIN=$(BIN) bash tools/check_clean.sh
 	$(BIN)/ruff check medllm
-	$(BIN)/nbdev-test --n-workers 2
+	TRITON_INTERPRET=$$($(BIN)/python -c "import torch; print('' if torch.cuda.is_available() else 1)") $(BIN)/nbdev-test --n-workers 2
 	$(BIN)/python -m pytest
 
 ## Long tests (torchrun, papermill, big tokenizer training, JupyterLab in headless Chromium), excluded from `make test`.

@@ -20,7 +20,7 @@ except ImportError:   # no Triton (macOS, a bare CPU install): `sym_product` say
 if triton is not None:
     @triton.jit
     def _sym_kernel(X, C, ADD, M, K, sxb, sxm, sxk, scb, scm, scn, sab, sam, san, alpha, beta, diag,
-                    HAS_ADD: tl.constexpr, UPCAST: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr):
+                    HAS_ADD: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr):
         "One BM × BM tile (rows pid_m, columns pid_n) of alpha·X Xᵀ (+ beta·ADD) (+ diag·I), for stack entry b; mirrored below."
         pid_m, pid_n, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         if pid_m > pid_n: return                                  # below the diagonal: the mirror of a tile above it
@@ -34,7 +34,8 @@ if triton is not None:
             v = tl.load(xn, mask=(rn[:, None] < M) & (kk[None, :] < K), other=0.0)
             if UPCAST:                                            # the interpreter (CPU) multiplies bf16 wrongly
                 u, v = u.to(tl.float32), v.to(tl.float32)
-            acc = tl.dot(u, tl.trans(v), acc)
+            if IEEE: acc = tl.dot(u, tl.trans(v), acc, input_precision="ieee")   # float32 in: float32 products, not TF32
+            else: acc = tl.dot(u, tl.trans(v), acc)
             xm += BK * sxk
             xn += BK * sxk
         mask = (rm[:, None] < M) & (rn[None, :] < M)
@@ -67,6 +68,7 @@ def sym_product(X: torch.Tensor, add: torch.Tensor | None = None, alpha: float =
     C = torch.empty(k, M, M, dtype=X.dtype, device=X.device)
     ref = C if add is None else add
     args = (X, C, ref, M, K, *X.stride(), *C.stride(), *ref.stride(), float(alpha), float(beta), float(diag))
-    if X.is_cuda: _sym_tuned[lambda meta: (triton.cdiv(M, meta["BM"]), triton.cdiv(M, meta["BM"]), k)](*args, HAS_ADD=add is not None, UPCAST=False)
-    else: _sym_kernel[(triton.cdiv(M, 32), triton.cdiv(M, 32), k)](*args, HAS_ADD=add is not None, UPCAST=True, BM=32, BK=32)
+    flags = dict(HAS_ADD=add is not None, IEEE=X.dtype == torch.float32)
+    if X.is_cuda: _sym_tuned[lambda meta: (triton.cdiv(M, meta["BM"]), triton.cdiv(M, meta["BM"]), k)](*args, UPCAST=False, **flags)
+    else: _sym_kernel[(triton.cdiv(M, 32), triton.cdiv(M, 32), k)](*args, UPCAST=True, BM=32, BK=32, **flags)
     return C
