@@ -27,7 +27,7 @@ from .export import hf_config
 from .layers import ATTENTION_BACKENDS
 from .model import CONFIGS, GPT, LOSS_IMPLS, RESIDUALS, get_config, resolve_loss
 from .optim import MUON_IMPLS, build_optimizer, newton_schulz
-from .train import estimate_run, forward_backward, step_is_finite
+from .train import compile_model, estimate_run, forward_backward, step_is_finite
 
 # %% auto #0
 __all__ = ['GRAPHS', 'H100_MATMUL_PEAK', 'STEP_SETTINGS', 'matmul_peak', 'bench_step', 'flops_per_token', 'bench_muon',
@@ -81,7 +81,6 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
     if impl == "transformers" and optimizer != "adamw": raise ValueError("the transformers baseline trains with AdamW only")
     if loss_impl not in LOSS_IMPLS: raise ValueError(f"unknown loss {loss_impl!r}: use {' or '.join(LOSS_IMPLS)}")
     if graphs not in GRAPHS: raise ValueError(f"unknown graphs {graphs!r}: use {' or '.join(GRAPHS)}")
-    if graphs == "on" and (device.type != "cuda" or not compile): raise ValueError("CUDA graphs need a CUDA device and --compile")
     dtype = dtype or get_dtype(device)
     seed_everything(seed)
     cfg = get_config(preset, vocab_size=vocab_size, seq_len=seq_len)
@@ -93,7 +92,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
         model.set_attention(attention)
         model.residual = residual
         opt = build_optimizer(model, optimizer, fused=fused, muon_impl=muon_impl)
-        train_model = torch.compile(model, mode="reduce-overhead" if graphs == "on" else None) if compile else model   # as fit
+        train_model = compile_model(model, compile, graphs == "on", device)   # as fit
         def grads(rows): return forward_backward(train_model, model, [rows], device, dtype, grad_clip=1.0)   # (loss, norm)
     else:
         model = _qwen3(cfg).to(device)
@@ -193,12 +192,7 @@ def bench_muon(preset: str, device: torch.device, steps: int = 5, profile: int =
     "Milliseconds per Muon step on `preset`'s hidden matrices: the batched optimizer (each of `impls`, the first one's figure as `batched_ms`) vs one matrix at a time (and, with `profile`, the top kernels of each implementation)."
     seed_everything(0)
     model = GPT(get_config(preset, vocab_size=128)).to(device)    # the vocabulary does not touch Muon's matrices
-    opts, errors = {}, {}                                             # an implementation that fails is recorded, not fatal
-    for i in impls:
-        try: opts[i] = build_optimizer(model, "muon", muon_impl=i).opts["muon"]   # the matrices the recipe gives Muon
-        except Exception as e: errors[i] = f"{type(e).__name__}: {e}"
-    if not opts: raise RuntimeError("; ".join(f"{i}: {e}" for i, e in errors.items()))
-    mats = [p for g in next(iter(opts.values())).param_groups for p in g["params"]]
+    mats = [p for g in build_optimizer(model, "muon").opts["muon"].param_groups for p in g["params"]]   # the recipe gives Muon
     for p in mats: p.grad = torch.randn_like(p)
     bufs = [torch.zeros_like(p) for p in mats]
     def timed(fn):
@@ -207,9 +201,11 @@ def bench_muon(preset: str, device: torch.device, steps: int = 5, profile: int =
         for _ in range(steps): fn()
         _sync(device)
         return (time.perf_counter() - t0) / steps * 1e3
-    impl_ms = {}
-    for i, o in opts.items():
-        try: impl_ms[i] = timed(o.step)                                # a compiled step compiles in its warm-up call
+    opts, impl_ms, errors = {}, {}, {}                               # an implementation that fails is recorded, not fatal
+    for i in impls:
+        try:
+            opts[i] = build_optimizer(model, "muon", muon_impl=i).opts["muon"]
+            impl_ms[i] = timed(opts[i].step)                          # a compiled step compiles in its warm-up call
         except Exception as e: errors[i] = f"{type(e).__name__}: {e}"
     if not impl_ms: raise RuntimeError("; ".join(f"{i}: {e}" for i, e in errors.items()))
     first = next(iter(impl_ms))

@@ -8,7 +8,6 @@ Docs: https://medllm.github.io/medllm/optim.html.md"""
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 from torch import Tensor
@@ -200,8 +199,10 @@ def build_optimizer(model: torch.nn.Module, optimizer: str = "muon", lr_matrix: 
         return Optimizers({"adamw": torch.optim.AdamW(groups, lr=lr_adamw, **adam_kw)})
     adamw = torch.optim.AdamW([dict(params=embed, lr=lr_embed), dict(params=head, lr=lr_head), dict(params=scalars, lr=lr_scalar)],
                               weight_decay=0.0, **adam_kw)
-    if muon_impl == "compiled_sym" and matrices and not matrices[0].is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"muon_impl compiled_sym runs a Triton kernel on a CUDA GPU; the model is on {matrices[0].device.type}: use eager, compiled or compiled_fold")
+    if muon_impl == "compiled_sym" and matrices:
+        from medllm.kernels import sym_product_runs_on
+        if not sym_product_runs_on(matrices[0].device):
+            raise ValueError(f"muon_impl compiled_sym runs a Triton kernel on a CUDA GPU; the model is on {matrices[0].device.type}: use eager, compiled or compiled_fold")
     muon = Muon(matrices, lr=lr_matrix, weight_decay=weight_decay, compiled=muon_impl != "eager",
                 ns_fold=muon_impl in ("compiled_fold", "compiled_sym"), ns_symmetric=muon_impl == "compiled_sym")
     return Optimizers({"muon": muon, "adamw": adamw})

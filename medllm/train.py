@@ -38,8 +38,8 @@ from .tokenizer import Tokenizer, get_tokenizer, tokenizer_from_spec
 
 # %% auto #0
 __all__ = ['PEAK_FLOPS', 'SAMPLE_QUESTIONS', 'RESUME_FIELDS', 'TrainConfig', 'peak_flops', 'run_info', 'evaluate_loss',
-           'sample_generations', 'TrainingError', 'forward_backward', 'step_is_finite', 'fit', 'token_byte_lengths',
-           'train_parser', 'main', 'estimate_run']
+           'sample_generations', 'TrainingError', 'forward_backward', 'compile_model', 'step_is_finite', 'fit',
+           'token_byte_lengths', 'train_parser', 'main', 'estimate_run']
 
 # %% ../nbs/22_train.ipynb #6346e629
 @dataclass
@@ -237,6 +237,13 @@ def forward_backward(train_model, model: GPT, micro_batches: list[torch.Tensor],
     return loss_sum / n, grad_norm
 
 
+def compile_model(model: torch.nn.Module, compile: bool, cuda_graphs: bool, device: torch.device):
+    "The model as `fit` trains it: as it is, compiled, or compiled with CUDA graphs (`mode='reduce-overhead'`, CUDA only); `medllm-bench` builds its step with it too."
+    if cuda_graphs and not compile: raise ValueError("--cuda_graphs needs --compile: the graphs are recorded by torch.compile")
+    if cuda_graphs and device.type != "cuda": raise ValueError(f"--cuda_graphs runs on a CUDA GPU; this run is on {device.type}")
+    return torch.compile(model, mode="reduce-overhead" if cuda_graphs else None) if compile else model
+
+
 def step_is_finite(step_loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
     "Whether a step's loss and gradient norm are both finite: fit's guard before the optimizer, its one host synchronisation per step (medllm-bench times the step with it)."
     return bool(torch.isfinite(torch.stack((step_loss, grad_norm.to(step_loss.dtype)))).all())
@@ -345,9 +352,9 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
     loader, val_batches = _data(cfg, tok, info, start_batch=ckpt["batches"] if ckpt else 0)
     batches_consumed = ckpt["batches"] if ckpt else 0
     if ckpt: set_rng_state(ckpt["rng"])
-    if cfg.cuda_graphs and (device.type != "cuda" or info.is_distributed):
-        raise ValueError(f"--cuda_graphs runs on one CUDA GPU (measured there only); this run is on {info.world_size} × {device.type}")
-    train_model = torch.compile(model, mode="reduce-overhead" if cfg.cuda_graphs else None) if cfg.compile else model
+    if cfg.cuda_graphs and info.is_distributed:
+        raise ValueError(f"--cuda_graphs runs on one CUDA GPU (measured there only); this run has {info.world_size} processes")
+    train_model = compile_model(model, cfg.compile, cfg.cuda_graphs, device)
     if info.is_distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
         train_model = DDP(train_model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
