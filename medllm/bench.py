@@ -27,7 +27,7 @@ from .export import hf_config
 from .layers import ATTENTION_BACKENDS
 from .model import CONFIGS, GPT, LOSS_IMPLS, RESIDUALS, get_config, resolve_loss
 from .optim import MUON_IMPLS, build_optimizer, newton_schulz
-from .train import compile_model, estimate_run, forward_backward, step_is_finite
+from .train import NonfiniteGuard, compile_model, estimate_run, forward_backward
 
 # %% auto #0
 __all__ = ['GRAPHS', 'H100_MATMUL_PEAK', 'STEP_SETTINGS', 'matmul_peak', 'bench_step', 'flops_per_token', 'bench_muon',
@@ -37,6 +37,20 @@ __all__ = ['GRAPHS', 'H100_MATMUL_PEAK', 'STEP_SETTINGS', 'matmul_peak', 'bench_
 # %% ../nbs/32_bench.ipynb #ad10ec68
 def _sync(device: torch.device):
     if device.type == "cuda": torch.cuda.synchronize(device)
+
+
+def _host_waits(fn, steps: int) -> dict:
+    """Where `fn`, `steps` training steps on a CUDA GPU, made the host wait for the device, as CUDA's sync debug mode reports
+    it (`torch.cuda.set_sync_debug_mode`, which does not see every kind of wait): the count per step and by source line."""
+    import warnings
+    from collections import Counter
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try: fn()
+        finally: torch.cuda.set_sync_debug_mode("default")
+    where = Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message))
+    return {"per_step": sum(where.values()) / steps, "where": {k: v / steps for k, v in where.most_common()}}
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype | None = None, n: int | None = None, iters: int = 10) -> float:
@@ -116,19 +130,30 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
         if i == 0: first = t2 - t0
         if i >= warmup: t_fb.append(t1 - t0); t_opt.append(t2 - t1)
     synced = statistics.median(a + b for a, b in zip(t_fb, t_opt))
-    _sync(device); t0 = time.perf_counter()
-    for i in range(steps):        # as fit runs them: its non-finite guard the one wait per step, none after the optimizer
-        loss, norm = grads(batches[i % 2])
-        if step_is_finite(loss, norm): opt.step()
-        opt.zero_grad(set_to_none=True)
-    _sync(device); step = (time.perf_counter() - t0) / steps
+    def fit_steps(nonfinite: str, n: int) -> NonfiniteGuard:   # fit's loop: its guard's read late (stop) or before the update (skip)
+        guard = NonfiniteGuard(nonfinite)
+        for i in range(n):
+            loss, norm = grads(batches[i % 2])
+            if guard.admit(i, loss, norm): opt.step()
+            opt.zero_grad(set_to_none=True)
+            if bad := guard.check(lag=1): raise RuntimeError(f"{impl} {preset}: {bad[1]} at timed step {bad[0]}")
+        return guard
+    def as_fit(nonfinite: str) -> float:
+        _sync(device); t0 = time.perf_counter()
+        guard = fit_steps(nonfinite, steps)
+        _sync(device); dt = (time.perf_counter() - t0) / steps
+        if bad := guard.check(): raise RuntimeError(f"{impl} {preset}: {bad[1]} at timed step {bad[0]}")
+        return dt
+    step, skip = as_fit("stop"), as_fit("skip")
+    try: waits = _host_waits(lambda: fit_steps("stop", 4), 4) if device.type == "cuda" else None
+    except Exception as e: waits = {"error": f"{type(e).__name__}: {e}"}   # a diagnostic: its failure is recorded, the timings kept
     tokens = batch_size * seq_len
     res = {"impl": impl, "preset": preset, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
             "batch_size": batch_size, "seq_len": seq_len, "optimizer": optimizer, "loss": loss_impl if impl == "medllm" else "transformers",
             "attention": attention if impl == "medllm" else "sdpa", "residual": residual if impl == "medllm" else None,
             "muon_impl": muon_impl if impl == "medllm" and optimizer == "muon" else None,
             "graphs": graphs if impl == "medllm" else None, "compile": compile, "dtype": str(dtype).removeprefix("torch."),
-            "steps": steps, "step_ms": step * 1e3, "tokens_per_s": tokens / step, "step_ms_synced": synced * 1e3,
+            "steps": steps, "step_ms": step * 1e3, "tokens_per_s": tokens / step, "step_ms_synced": synced * 1e3, "step_ms_skip": skip * 1e3, "host_waits": waits,
             "optimizer_share": statistics.median(t_opt) / synced, "first_step_s": first, "compile_s": max(first - synced, 0.0),
             "peak_memory_gb": _peak_memory_gb(device), "final_loss": float(loss)}
     if profile:   # after the figures above: the profiler's own overhead must not reach them
@@ -445,10 +470,12 @@ def bench_table(res: dict) -> str:
     for r in res["runs"]:
         row = {"preset": r["preset"], "run": _variant(r), "batch × seq": f"{r['batch_size']}×{r['seq_len']}"}
         if "tokens_per_s" in r:
-            row.update({"tokens/s": f"{r['tokens_per_s']:,.0f}", "MFU": f"{r['mfu']:.1%}", "optimizer share": f"{r['optimizer_share']:.1%}",
+            wait = f" ({r['step_ms_skip']:.1f})" if "step_ms_skip" in r else ""   # the step with a wait per step (--nonfinite skip)
+            row.update({"tokens/s": f"{r['tokens_per_s']:,.0f}", "step ms (wait)": f"{r['step_ms']:.1f}{wait}",
+                        "MFU": f"{r['mfu']:.1%}", "optimizer share": f"{r['optimizer_share']:.1%}",
                         "peak mem GB": f"{r['peak_memory_gb']:.2f}", "compile s": f"{r['compile_s']:.1f}"})
         else:
-            row.update({"tokens/s": "error" if "error" in r else "skipped", "MFU": "", "optimizer share": "", "peak mem GB": "", "compile s": ""})
+            row.update({"tokens/s": "error" if "error" in r else "skipped", "step ms (wait)": "", "MFU": "", "optimizer share": "", "peak mem GB": "", "compile s": ""})
         rows.append(row)
     return format_table(rows, ".3f")
 
@@ -566,6 +593,9 @@ def print_summary(res: dict):
     if "data_loader" in res: print(f"data loader: {res['data_loader'].get('tokens_per_s', 0):,.0f} tokens/s {res['data_loader'].get('error', '')}")
     if "evaluation" in res: print(f"evaluation: {res['evaluation'].get('questions_per_s', 0):.1f} questions/s (nano, letter) {res['evaluation'].get('error', '')}")
     for r in res["runs"]:
+        if w := r.get("host_waits"):   # CUDA: where the step as fit runs it made the host wait
+            print(f"host waits of {r['preset']} {_variant(r)}: " + (w["error"] if "error" in w else
+                  f"{w['per_step']:.2f} per step" + "".join(f", {k} {n:.2f}" for k, n in w["where"].items())))
         if r.get("profile"):
             print(f"profile of {r['preset']} {_variant(r)} (ms per step, calls per step):")
             if "profile_split" in r: print(f"  {_split_line(r['profile_split'])}")

@@ -37,11 +37,14 @@ from .reasoning import format_question, prompt_parts
 from .tokenizer import Tokenizer, get_tokenizer, tokenizer_from_spec
 
 # %% auto #0
-__all__ = ['PEAK_FLOPS', 'SAMPLE_QUESTIONS', 'RESUME_FIELDS', 'TrainConfig', 'peak_flops', 'run_info', 'evaluate_loss',
-           'sample_generations', 'TrainingError', 'forward_backward', 'compile_model', 'step_is_finite', 'fit',
-           'token_byte_lengths', 'train_parser', 'main', 'estimate_run']
+__all__ = ['NONFINITE', 'PEAK_FLOPS', 'SAMPLE_QUESTIONS', 'RESUME_FIELDS', 'TrainConfig', 'peak_flops', 'run_info',
+           'evaluate_loss', 'sample_generations', 'TrainingError', 'forward_backward', 'compile_model',
+           'step_is_finite', 'NonfiniteGuard', 'fit', 'token_byte_lengths', 'train_parser', 'main', 'estimate_run']
 
 # %% ../nbs/22_train.ipynb #6346e629
+NONFINITE = ("stop", "skip")   # what a NaN/Inf loss or gradient does to a run (NonfiniteGuard, below)
+
+
 @dataclass
 class TrainConfig:
     "Everything a training run needs; the CLI flags mirror these fields."
@@ -87,7 +90,7 @@ class TrainConfig:
     test_only: bool = False           # build everything, run one step, report, exit
     samples: bool = True              # generate a few answers in the reasoning format at each evaluation
     progress: bool = True             # a progress bar on rank 0 (off: one log line every log_every steps)
-    nonfinite: str = "stop"           # a NaN/Inf loss or gradient: stop (keep the last good checkpoint) or skip the step
+    nonfinite: str = "stop"           # a NaN/Inf loss or gradient: stop (keep the last good checkpoint) or skip the step (NonfiniteGuard)
 
     def __post_init__(self):
         if self.model not in CONFIGS: raise ValueError(f"unknown model {self.model!r}: use one of {', '.join(CONFIGS)}")
@@ -105,7 +108,7 @@ class TrainConfig:
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"unknown attention {self.attention!r}: use {', '.join(ATTENTION_BACKENDS)}")
         if self.residual not in RESIDUALS: raise ValueError(f"unknown residual {self.residual!r}: use {' or '.join(RESIDUALS)}")
-        if self.nonfinite not in ("stop", "skip"): raise ValueError(f"nonfinite must be stop or skip, got {self.nonfinite!r}")
+        if self.nonfinite not in NONFINITE: raise ValueError(f"nonfinite must be stop or skip, got {self.nonfinite!r}")
         if self.cuda_graphs and not self.compile: raise ValueError("--cuda_graphs needs --compile: the graphs are recorded by torch.compile")
         for name in ("eval_every", "save_every", "eval_batches", "num_workers", "warmup_steps"):
             if getattr(self, name) < 0: raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -244,9 +247,40 @@ def compile_model(model: torch.nn.Module, compile: bool, cuda_graphs: bool, devi
     return torch.compile(model, mode="reduce-overhead" if cuda_graphs else None) if compile else model
 
 
+def _finite(step_loss: torch.Tensor, grad_norm: torch.Tensor) -> torch.Tensor:
+    "On the device, no wait: whether a step's loss and gradient norm are both finite."
+    return torch.isfinite(torch.stack((step_loss, grad_norm.to(step_loss.dtype)))).all()
+
+
 def step_is_finite(step_loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
-    "Whether a step's loss and gradient norm are both finite: fit's guard before the optimizer, its one host synchronisation per step (medllm-bench times the step with it)."
-    return bool(torch.isfinite(torch.stack((step_loss, grad_norm.to(step_loss.dtype)))).all())
+    "Whether a step's loss and gradient norm are both finite, read on the host: a wait for the device."
+    return bool(_finite(step_loss, grad_norm))
+
+
+def _what(step_loss: torch.Tensor, grad_norm: torch.Tensor) -> str:
+    return f"loss is {step_loss.item()}" if not torch.isfinite(step_loss) else f"gradient norm is {grad_norm.item()}"
+
+
+class NonfiniteGuard:
+    """fit's guard against a NaN or infinite loss or gradient norm (`--nonfinite`).
+    'skip' reads each step's verdict before its update, so a bad update is never applied: one wait for the device per step.
+    'stop' reads it late (`check(lag=1)`: the step before, while the device works on this one), so the host never waits
+    for the step it has just queued; a bad update does reach the weights in memory, and `check(lag=0)`, which `fit` runs
+    before every log line, evaluation and checkpoint, stops the run before anything is written from them."""
+    def __init__(self, mode: str = "stop"):
+        if mode not in NONFINITE: raise ValueError(f"nonfinite must be stop or skip, got {mode!r}")
+        self.mode, self.waiting = mode, []
+
+    def admit(self, step: int, step_loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+        "Whether to apply `step`'s update now: 'skip' reads its verdict (the wait); 'stop' queues it for `check` and says yes."
+        if self.mode == "skip": return step_is_finite(step_loss, grad_norm)
+        self.waiting.append((step, step_loss, grad_norm, _finite(step_loss, grad_norm)))
+        return True
+
+    def check(self, lag: int = 0) -> tuple[int, str] | None:
+        "Read the queued verdicts but the newest `lag`; the first bad step and what was wrong with it, or None."
+        ready, self.waiting = self.waiting[:len(self.waiting) - lag], self.waiting[len(self.waiting) - lag:]
+        return next(((step, _what(loss, norm)) for step, loss, norm, ok in ready if not ok), None)
 
 
 def _lock_output(out: Path):
@@ -399,6 +433,7 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
         from tqdm.auto import tqdm
         bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", mininterval=2.0, file=sys.stdout)
     last_eval, t_log, tok_log, skipped = None, time.perf_counter(), 0, []
+    guard = NonfiniteGuard(cfg.nonfinite)
     t_start = time.perf_counter()
     end_step = start_step + 1 if cfg.test_only else total_steps
     for step in range(start_step, end_step):
@@ -413,20 +448,22 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
         if info.is_distributed:  # the mean over ranks (gloo has no AVG reduction)
             dist.all_reduce(step_loss)
             step_loss /= info.world_size
-        if not step_is_finite(step_loss, grad_norm):   # one host sync per step
-            what = f"loss is {step_loss.item()}" if not torch.isfinite(step_loss) else f"gradient norm is {grad_norm.item()}"
-            if cfg.nonfinite == "stop":
-                raise TrainingError(f"{what} at step {step}: stopping; the last good checkpoint in {out} is kept "
-                                    "(--nonfinite skip skips such steps instead)")
+        if guard.admit(step, step_loss, grad_norm): opt.step()   # stop: no wait here; skip: the one wait per step
+        else:
+            what = _what(step_loss, grad_norm)
             log(f"step {step}: {what}: update skipped (--nonfinite skip)")
             skipped.append(step)
             write({"step": step + 1, "tokens": tokens_seen, "skipped": what})
-        else:
-            opt.step()
         opt.zero_grad(set_to_none=True)
         n_tok = cfg.batch_size * cfg.seq_len * grad_accum * info.world_size
         tokens_seen += n_tok; tok_log += n_tok
         done = step + 1
+        # stop: every verdict read before a log line, evaluation or checkpoint (the same steps on every rank), else the last step's
+        settle = (done % cfg.log_every == 0 or done == end_step or cfg.test_only or bool(cfg.eval_every and done % cfg.eval_every == 0)
+                  or bool(cfg.save_every and done % cfg.save_every == 0))
+        if bad := guard.check(lag=0 if settle else 1):
+            raise TrainingError(f"{bad[1]} at step {bad[0]}: stopping; the last good checkpoint in {out} is kept "
+                                "(--nonfinite skip skips such steps instead)")
         if bar: bar.update(1)
         if done % cfg.log_every == 0 or done == end_step or cfg.test_only:
             dt = time.perf_counter() - t_log

@@ -3,7 +3,7 @@ import json
 
 from conftest import run_cli
 
-RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "loss", "attention", "residual", "muon_impl", "graphs", "compile", "dtype", "steps", "step_ms", "step_ms_synced",
+RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "loss", "attention", "residual", "muon_impl", "graphs", "compile", "dtype", "steps", "step_ms", "step_ms_synced", "step_ms_skip", "host_waits",
               "tokens_per_s", "mfu", "flops_per_token", "optimizer_share", "first_step_s", "compile_s", "peak_memory_gb", "final_loss"}
 
 

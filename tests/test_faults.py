@@ -8,6 +8,7 @@ own; the slow parts (the kill -9 matrix, torchrun, the disk-full run) are also m
 import gzip
 import io
 import json
+import math
 import os
 import pickle
 import resource
@@ -391,14 +392,19 @@ def test_resume_with_another_tokenizer_is_refused(short_run, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 # 7. numerics: an injected NaN or Inf stops the run (last good checkpoint kept) or, with --nonfinite skip, skips the step
 
-@pytest.mark.parametrize("fault", ["nan_loss@3", "inf_grad@3"])
-def test_nonfinite_stops_and_keeps_the_last_checkpoint(fault, demo_tok, tmp_path):
+# --nonfinite stop reads a step's verdict at the end of the next step, when its update has reached the weights in memory,
+# or at its own end before a log line (--log_every 1), evaluation or checkpoint (steps 2 and 4 here). Step 3 (0-based,
+# ending at 4) with --log_every 5 must stop before checkpoint 4; step 2 (ending at 3) is read late, at step 3, and named.
+@pytest.mark.parametrize("fault,log_every", [("nan_loss@3", 1), ("inf_grad@3", 1), ("nan_loss@3", 5), ("nan_loss@2", 5), ("inf_grad@2", 5)])
+def test_nonfinite_stops_and_keeps_the_last_checkpoint(fault, log_every, demo_tok, tmp_path):
     out = tmp_path / "run"
-    r = run_cli("medllm-train", *_train_args(demo_tok, out, 6), env={**ONE_THREAD, "MEDLLM_FAULT": fault})
+    r = run_cli("medllm-train", *_train_args(demo_tok, out, 6, "--log_every", log_every), env={**ONE_THREAD, "MEDLLM_FAULT": fault})
     assert r.returncode == 1, r.stderr[-1000:]
     last = r.stderr.strip().splitlines()[-1]
-    assert ("loss is nan" if "nan" in fault else "gradient norm is inf") in last and "at step 3" in last, last
+    assert ("loss is nan" if "nan" in fault else "gradient norm is inf") in last and f"at step {fault[-1]}" in last, last
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint_000002.pt"]
+    recs = [json.loads(l) for l in open(out / "metrics.jsonl")]
+    assert recs and all(math.isfinite(v) for rec in recs for v in rec.values() if isinstance(v, float)), recs
     assert torch.isfinite(torch.cat([v.flatten().float() for v in load_checkpoint(out / "checkpoint_000002.pt")["model"].values()])).all()
 
 

