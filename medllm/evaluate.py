@@ -336,24 +336,10 @@ def evaluate(model: GPT, tok: Tokenizer, benchmarks: list[str], modes: list[str]
         (o / "results.json").write_text(json.dumps(out, indent=1))
         with open(o / "predictions.jsonl", "w") as f:
             for p in preds: f.write(json.dumps(p) + "\n")
-        _chart(results).write_html(o / "results.html", include_plotlyjs=True)
-        from medllm.report import write_report; write_report(o, log=log, strict=False)   # report.html + report.md (23_report)
+        from medllm.report import eval_figure, write_report   # 23_report: the chart, report.html and report.md
+        eval_figure(out).write_html(o / "results.html", include_plotlyjs=True)
+        write_report(o, log=log, strict=False)
     return out
-
-
-def _chart(results: list[dict]):
-    import plotly.graph_objects as go
-    x = [f"{r['benchmark']}/{r['mode']}" for r in results]
-    fig = go.Figure([go.Bar(x=x, y=[r["acc"] for r in results], name="accuracy",
-                            error_y=dict(type="data", symmetric=False, array=[r["ci95"][1] - r["acc"] for r in results],
-                                         arrayminus=[r["acc"] - r["ci95"][0] for r in results])),
-                     go.Bar(x=x, y=[r.get("acc_norm") for r in results], name="acc_norm",
-                            error_y=dict(type="data", symmetric=False, array=[r["ci95_norm"][1] - r["acc_norm"] if "ci95_norm" in r else 0 for r in results],
-                                         arrayminus=[r["acc_norm"] - r["ci95_norm"][0] if "ci95_norm" in r else 0 for r in results])),
-                     go.Scatter(x=x, y=[r["chance"] for r in results], mode="markers", name="chance", marker_symbol="line-ew-open", marker_size=30),
-                     go.Scatter(x=x, y=[r["majority"] for r in results], mode="markers", name="majority", marker_symbol="line-ew-open", marker_size=30)])
-    fig.update_layout(yaxis_title="accuracy", yaxis_range=[0, 1], height=350, margin=dict(t=20, b=20))
-    return fig
 
 # %% ../nbs/30_evaluate.ipynb #73299a9e
 def load_evaluated(checkpoint: str | Path, device="cpu") -> tuple[GPT, Tokenizer, dict]:
