@@ -30,9 +30,9 @@ from .optim import MUON_IMPLS, build_optimizer, newton_schulz
 from .train import NonfiniteGuard, compile_model, estimate_run, forward_backward
 
 # %% auto #0
-__all__ = ['GRAPHS', 'H100_MATMUL_PEAK', 'STEP_SETTINGS', 'matmul_peak', 'bench_step', 'flops_per_token', 'bench_muon',
-           'bench_data', 'bench_eval', 'project', 'parse_configs', 'run_bench', 'summarize', 'bench_table', 'main',
-           'parse_candidate', 'print_summary']
+__all__ = ['GRAPHS', 'DOCS', 'DOC_LEN', 'H100_MATMUL_PEAK', 'STEP_SETTINGS', 'matmul_peak', 'bench_step', 'flops_per_token',
+           'bench_muon', 'bench_data', 'bench_eval', 'project', 'parse_configs', 'run_bench', 'summarize',
+           'bench_table', 'main', 'parse_candidate', 'print_summary']
 
 # %% ../nbs/32_bench.ipynb #ad10ec68
 def _sync(device: torch.device):
@@ -83,18 +83,29 @@ def _qwen3(cfg):
 
 
 GRAPHS = ("off", "on")   # medllm's compiled step without or with CUDA graphs (fit --cuda_graphs)
+DOCS = ("off", "on")     # medllm's attention: plain causal, or inside each packed document (fit --doc_mask)
+DOC_LEN = 512            # the synthetic documents' mean length in tokens (an assumption: the demo corpus's is 270 with cl100k)
+
+
+def _rows(batch_size: int, seq_len: int, vocab_size: int, g: torch.Generator, doc_len: int | None = None) -> torch.Tensor:
+    "Random token rows (B, T+1); with `doc_len`, token 0 ends documents of random (geometric) length, `doc_len` on average."
+    rows = torch.randint(1 if doc_len else 0, vocab_size, (batch_size, seq_len + 1), generator=g)
+    if doc_len: rows[torch.rand(rows.shape, generator=g) < 1 / doc_len] = 0
+    return rows
 
 
 def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: torch.device, optimizer: str = "muon",
                dtype: torch.dtype | None = None, compile: bool = False, steps: int = 10, warmup: int = 3,
                vocab_size: int = 50304, seed: int = 0, loss_impl: str = "chunked",
                attention: str = "auto", residual: str = "compute", profile: int = 0, muon_impl: str = "eager",
-               graphs: str = "off") -> dict:
-    "Time the training step of `impl` ('medllm' or 'transformers') for one preset and batch shape (`loss_impl`, `attention`, `residual`: medllm's step settings, 11_model; `muon_impl`: Muon's, 20_optim; `graphs`: 'on' compiles medllm's model with CUDA graphs, as `fit --cuda_graphs`)."
+               graphs: str = "off", docs: str = "off", doc_len: int = DOC_LEN) -> dict:
+    "Time the training step of `impl` ('medllm' or 'transformers') for one preset and batch shape (`loss_impl`, `attention`, `residual`: medllm's step settings, 11_model; `muon_impl`: Muon's, 20_optim; `graphs`: 'on' compiles medllm's model with CUDA graphs, as `fit --cuda_graphs`; `docs`: 'on' masks medllm's attention to packed documents of `doc_len` tokens on average, as `fit --doc_mask`)."
     if impl not in ("medllm", "transformers"): raise ValueError(f"unknown implementation {impl!r}: use medllm or transformers")
     if impl == "transformers" and optimizer != "adamw": raise ValueError("the transformers baseline trains with AdamW only")
     if loss_impl not in LOSS_IMPLS: raise ValueError(f"unknown loss {loss_impl!r}: use {' or '.join(LOSS_IMPLS)}")
     if graphs not in GRAPHS: raise ValueError(f"unknown graphs {graphs!r}: use {' or '.join(GRAPHS)}")
+    if docs not in DOCS: raise ValueError(f"unknown docs {docs!r}: use {' or '.join(DOCS)}")
+    if impl == "transformers" and docs == "on": raise ValueError("the transformers baseline runs plain causal attention only")
     dtype = dtype or get_dtype(device)
     seed_everything(seed)
     cfg = get_config(preset, vocab_size=vocab_size, seq_len=seq_len)
@@ -105,6 +116,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
         model.loss_impl = loss_impl
         model.set_attention(attention)
         model.residual = residual
+        model.doc_mask_id = 0 if docs == "on" else None   # the end-of-text id of the synthetic rows below
         opt = build_optimizer(model, optimizer, fused=fused, muon_impl=muon_impl)
         train_model = compile_model(model, compile, graphs == "on", device)   # as fit
         def grads(rows): return forward_backward(train_model, model, [rows], device, dtype, grad_clip=1.0)   # (loss, norm)
@@ -119,7 +131,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
             loss.backward()
             return loss.detach(), torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     g = torch.Generator().manual_seed(seed)
-    batches = [torch.randint(0, vocab_size, (batch_size, seq_len + 1), generator=g).to(device) for _ in range(2)]
+    batches = [_rows(batch_size, seq_len, vocab_size, g, doc_len if docs == "on" else None).to(device) for _ in range(2)]
     t_fb, t_opt, first = [], [], None
     for i in range(warmup + steps):
         _sync(device); t0 = time.perf_counter()
@@ -152,7 +164,8 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
             "batch_size": batch_size, "seq_len": seq_len, "optimizer": optimizer, "loss": loss_impl if impl == "medllm" else "transformers",
             "attention": attention if impl == "medllm" else "sdpa", "residual": residual if impl == "medllm" else None,
             "muon_impl": muon_impl if impl == "medllm" and optimizer == "muon" else None,
-            "graphs": graphs if impl == "medllm" else None, "compile": compile, "dtype": str(dtype).removeprefix("torch."),
+            "graphs": graphs if impl == "medllm" else None, "docs": docs if impl == "medllm" else None,
+            "doc_len": doc_len if docs == "on" else None, "compile": compile, "dtype": str(dtype).removeprefix("torch."),
             "steps": steps, "step_ms": step * 1e3, "tokens_per_s": tokens / step, "step_ms_synced": synced * 1e3, "step_ms_skip": skip * 1e3, "host_waits": waits,
             "optimizer_share": statistics.median(t_opt) / synced, "first_step_s": first, "compile_s": max(first - synced, 0.0),
             "peak_memory_gb": _peak_memory_gb(device), "final_loss": float(loss)}
@@ -315,12 +328,13 @@ def _variant(r: dict) -> str:
     if r.get("attention") not in (None, "auto", "sdpa"): name += f"-{r['attention']}"
     if r.get("residual") not in (None, "compute"): name += f"-{r['residual']}-residual"
     if r.get("graphs") == "on": name += "-graphs"
+    if r.get("docs") == "on": name += "-docs"
     if r.get("projections") not in (None, "fused"): name += f"-{r['projections']}-proj"   # saved runs of 2026-11-26 (not kept)
     return name
 
 
 STEP_SETTINGS = {"loss": ("auto", *LOSS_IMPLS), "attention": ATTENTION_BACKENDS, "residual": RESIDUALS, "muon_impl": MUON_IMPLS,
-                 "graphs": GRAPHS}  # medllm's step: each setting's values
+                 "graphs": GRAPHS, "docs": DOCS}  # medllm's step: each setting's values
 
 
 def _plan(configs, impls, optimizers, choices: dict, candidates=()) -> list[tuple]:
@@ -356,7 +370,7 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
               optimizers=("muon", "adamw"), compile: bool = False, steps: int = 10, warmup: int = 3, vocab_size: int = 50304,
               data: bool = True, evaluation: bool = True, log=print, losses=("chunked",), attentions=("auto",), muon: bool = True,
               time_budget: float | None = None, on_update=None, profile: int = 0, residuals=("compute",),
-              coordinate_descent: bool = False, muon_impls=("eager",), candidates=()) -> dict:
+              coordinate_descent: bool = False, muon_impls=("eager",), candidates=(), doc_len: int = DOC_LEN) -> dict:
     """Every measurement of this notebook in one run; returns the JSON-ready record.
     `configs`: preset names (at `batch_size` × `seq_len`) or (preset, batch, seq) triples. `losses`, `attentions`,
     `residuals`, `muon_impls`: medllm's step settings, the first of each the recipe's, every other one a variant (see
@@ -365,7 +379,8 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
     recipe, measured in the same run as the baseline). A run that fails is recorded with its error and the others go
     on; once `time_budget` seconds have passed the remaining runs are recorded as skipped. `on_update(record)` is called after every run (the CLI writes the JSON
     each time, so a cut-off job keeps its figures). `coordinate_descent`: Inductor tunes its generated kernels' block
-    sizes (`coordinate_descent_tuning`, as modded-nanogpt sets it) for every compiled model of the run, both implementations."""
+    sizes (`coordinate_descent_tuning`, as modded-nanogpt sets it) for every compiled model of the run, both implementations.
+    `doc_len`: the mean length of the synthetic documents in a run with `docs=on`."""
     t_start = time.perf_counter()
     configs = [c if isinstance(c, tuple) else (c, batch_size, seq_len) for c in configs]
     choices = {"residual": residuals, "attention": attentions, "loss": [resolve_loss(l, compile) for l in losses], "muon_impl": muon_impls}
@@ -381,7 +396,7 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
            "coordinate_descent_tuning": coordinate_descent, "runs": [], "ratios": {}}
     runs = out["runs"]
     fpt = {(p, t): flops_per_token(p, vocab_size, t) for p, _, t in configs}   # once per preset and sequence length
-    theirs = {"loss": "transformers", "attention": "sdpa", "residual": None, "muon_impl": None, "graphs": None}  # the baseline's settings, for its record
+    theirs = {"loss": "transformers", "attention": "sdpa", "residual": None, "muon_impl": None, "graphs": None, "docs": None}  # the baseline's settings, for its record
     tuning = contextlib.nullcontext()
     if coordinate_descent:   # for this run's compilations only, not for the rest of the process
         import torch._inductor.config as inductor_config
@@ -395,7 +410,8 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
                 continue
             try:
                 kw = {"loss_impl": settings["loss"], "attention": settings["attention"], "residual": settings["residual"],
-                      "muon_impl": settings["muon_impl"], "graphs": settings.get("graphs", "off")} if settings else {}
+                      "muon_impl": settings["muon_impl"], "graphs": settings.get("graphs", "off"), "docs": settings.get("docs", "off"),
+                      "doc_len": doc_len} if settings else {}
                 r = bench_step(impl, preset, b, t, device, optimizer, compile=compile, steps=steps, warmup=warmup,
                                vocab_size=vocab_size, profile=profile, **kw)
             except Exception as e:                                   # an out-of-memory or a compile failure: record it, go on
@@ -497,7 +513,8 @@ def main(argv: list[str] | None = None):
     p.add_argument("--muon_impl", default="eager", help=f"Muon's elementwise work: {', '.join(MUON_IMPLS)} (a variant runs with Muon)")
     p.add_argument("--candidate", action="append", default=[], metavar="KEY=VALUE,...",
                    help="settings run together in place of the recipe's, with every optimizer, before the variants "
-                        "(e.g. loss=lse,muon_impl=compiled; keys: loss, attention, residual, muon_impl, graphs); repeatable")
+                        "(e.g. loss=lse,muon_impl=compiled; keys: loss, attention, residual, muon_impl, graphs, docs); repeatable")
+    p.add_argument("--doc_len", type=int, default=DOC_LEN, help="mean tokens per synthetic document in a docs=on run (the batches are random tokens)")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--coordinate_descent", action="store_true", help="with --compile: Inductor's coordinate-descent tuning of its kernels, for both models")
     p.add_argument("--steps", type=int, default=10, help="timed steps per run")
@@ -530,7 +547,7 @@ def main(argv: list[str] | None = None):
     losses, attentions = names("losses", STEP_SETTINGS["loss"]), names("attention", STEP_SETTINGS["attention"], "attention")
     residuals, muon_impls = names("residual", STEP_SETTINGS["residual"], "residual"), names("muon_impl", STEP_SETTINGS["muon_impl"], "muon_impl")
     candidates = [parse_candidate(spec) for spec in a.candidate]
-    for name in ("batch_size", "seq_len", "steps", "vocab_size"):
+    for name in ("batch_size", "seq_len", "steps", "vocab_size", "doc_len"):
         if getattr(a, name) < 1: raise ValueError(f"--{name} must be >= 1, got {getattr(a, name)}")
     if a.warmup < 1: raise ValueError(f"--warmup must be >= 1 (the first step compiles and allocates), got {a.warmup}")
     if a.profile < 0: raise ValueError(f"--profile must be >= 0, got {a.profile}")
@@ -542,7 +559,7 @@ def main(argv: list[str] | None = None):
     res = run_bench(configs, a.batch_size, a.seq_len, device, impls, optimizers, a.compile, a.steps, a.warmup, a.vocab_size,
                     not a.no_data, not a.no_eval, losses=losses, attentions=attentions, muon=not a.no_muon, time_budget=a.time_budget, on_update=save,
                     profile=a.profile, residuals=residuals, coordinate_descent=a.coordinate_descent, muon_impls=muon_impls,
-                    candidates=candidates)
+                    candidates=candidates, doc_len=a.doc_len)
     print_summary(res)
 
 

@@ -13,11 +13,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 # %% auto #0
 __all__ = ['ATTENTION_BACKENDS', 'RMSNorm', 'rope_tables', 'rotate_half', 'apply_rope', 'sdpa_order', 'KVCache',
-           'CausalSelfAttention', 'SwiGLU', 'ReLU2MLP', 'swiglu_hidden', 'softcap', 'linear_cross_entropy',
-           'logits_cross_entropy', 'Block']
+           'CausalSelfAttention', 'document_ids', 'document_mask', 'SwiGLU', 'ReLU2MLP', 'swiglu_hidden', 'softcap',
+           'linear_cross_entropy', 'logits_cross_entropy', 'Block']
 
 # %% ../nbs/10_layers.ipynb #ad9987a8
 class RMSNorm(nn.Module):
@@ -110,7 +111,9 @@ class CausalSelfAttention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None: k, v = kv_cache.update(self.layer_idx, k, v)                     # (B, Hkv, Tk, D)
         gqa = self.n_kv_head != self.n_head
-        if attn_mask is None and kv_cache is None:
+        if isinstance(attn_mask, BlockMask):   # packed documents, compiled on CUDA: FlexAttention (see document_mask below)
+            y = flex_attention(q, k, v, block_mask=attn_mask, enable_gqa=gqa)
+        elif attn_mask is None and kv_cache is None:
             if self.backend == "auto": y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
             else:
                 with sdpa_kernel(sdpa_order(self.backend), set_priority=True):
@@ -121,6 +124,23 @@ class CausalSelfAttention(nn.Module):
                 attn_mask = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(diagonal=Tk - T)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=gqa)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))           # (B, T, C)
+
+# %% ../nbs/10_layers.ipynb #d0c3a5b2
+def document_ids(idx: torch.Tensor, eot_id: int) -> torch.Tensor:
+    "For packed rows of token ids (B, T): each token's document within its row, counted from 0; an end-of-text token ends its document."
+    ends = idx == eot_id
+    return ends.cumsum(1) - ends.long()          # the documents that ended before this token
+
+
+def document_mask(idx: torch.Tensor, eot_id: int, flex: bool = False):
+    "Causal attention inside each packed document of `idx` (B, T): a FlexAttention `BlockMask` (`flex`), else a boolean mask (B, 1, T, T) for SDPA."
+    docs = document_ids(idx, eot_id)
+    B, T = idx.shape
+    if flex:
+        def same_document(b, h, q, kv): return (q >= kv) & (docs[b, q] == docs[b, kv])
+        return create_block_mask(same_document, B, None, T, T, device=idx.device)
+    causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+    return (causal & (docs[:, :, None] == docs[:, None, :]))[:, None]
 
 # %% ../nbs/10_layers.ipynb #bf4ce662
 class SwiGLU(nn.Module):

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from .core import atomic_write
 from .layers import (
-    ATTENTION_BACKENDS, Block, KVCache, RMSNorm, linear_cross_entropy, logits_cross_entropy, rope_tables, softcap, swiglu_hidden)
+    ATTENTION_BACKENDS, Block, KVCache, RMSNorm, document_mask, linear_cross_entropy, logits_cross_entropy, rope_tables, softcap,
+    swiglu_hidden)
 
 # %% auto #0
 __all__ = ['CONFIGS', 'LOSS_IMPLS', 'RESIDUALS', 'MODEL_FORMAT', 'pad_vocab', 'ModelConfig', 'nano', 'tiny', 'small', 'medium',
@@ -118,6 +119,7 @@ class GPT(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
         self.loss_impl = "chunked"   # or "full", "lse": how forward(idx, targets) computes the cross-entropy (see above)
         self.residual = "compute"    # or "float32": the residual stream's dtype under autocast (see above)
+        self.doc_mask_id = None      # or the end-of-text id: training attention stays inside each packed document (see below)
         self.init_weights()
 
     @torch.no_grad()
@@ -151,6 +153,9 @@ class GPT(nn.Module):
         if self.residual not in RESIDUALS: raise ValueError(f"unknown residual {self.residual!r}: use {' or '.join(RESIDUALS)}")
         if self.residual == "compute" and torch.is_autocast_enabled(x.device.type):
             x = x.to(torch.get_autocast_dtype(x.device.type))                 # the whole stream in bf16 (see above)
+        if self.doc_mask_id is not None and kv_cache is None and attn_mask is None and positions is None:
+            flex = idx.device.type == "cuda" and torch.compiler.is_compiling()   # FlexAttention's kernels: compiled, CUDA
+            attn_mask = document_mask(idx, self.doc_mask_id, flex)           # one mask, shared by every layer
         for block in self.blocks: x = block(x, cos, sin, kv_cache, attn_mask)
         return self.norm(x)
 

