@@ -111,6 +111,8 @@ class TrainConfig:
         if self.residual not in RESIDUALS: raise ValueError(f"unknown residual {self.residual!r}: use {' or '.join(RESIDUALS)}")
         if self.nonfinite not in NONFINITE: raise ValueError(f"nonfinite must be stop or skip, got {self.nonfinite!r}")
         if self.cuda_graphs and not self.compile: raise ValueError("--cuda_graphs needs --compile: the graphs are recorded by torch.compile")
+        if self.doc_mask and self.attention != "auto":
+            raise ValueError(f"--attention {self.attention} picks the kernel of plain causal attention; --doc_mask runs FlexAttention or a masked SDPA: leave --attention auto")
         for name in ("eval_every", "save_every", "eval_batches", "num_workers", "warmup_steps"):
             if getattr(self, name) < 0: raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.log_every < 1: raise ValueError(f"log_every must be >= 1, got {self.log_every}")

@@ -318,7 +318,7 @@ def _cases(tok, ckpt, tmp):
         t("--resume", "/no/such/checkpoint.pt"), t("--output", unwritable), t("--eval_every", -1), t("--log_every", 0),
         t("--keep_last", 0), t("--val_fraction", 1.5), t("--dtype", "float8"), t("--device", "tpu"), t("--num_workers", -1),
         t("--lr_matrix", "fast"), t("--nonfinite", "ignore"), t("--no_such_flag"), t("--data_dir", a_file),
-        t("--loss", "fused"), t("--attention", "fast"), t("--residual", "fp16"), t("--muon_impl", "fused"), t("--muon_impl", "compiled_sym"), t("--cuda_graphs"), t("--cuda_graphs", "--compile"),
+        t("--loss", "fused"), t("--attention", "fast"), t("--residual", "fp16"), t("--muon_impl", "fused"), t("--muon_impl", "compiled_sym"), t("--cuda_graphs"), t("--cuda_graphs", "--compile"), t("--doc_mask", "--attention", "cudnn"),
         p("--max_tokens", 0), p("--seq_len", 0), p("--val_fraction", 2), p("--datasets", ""), p("--tokenizer", "nope"),
         p("--output", unwritable), p("--shard_tokens", 0), p("--epoch_policy", "forever"), p("--shuffle_buffer", -1),
         p("--decontaminate", "medqa=/no/such.jsonl"), p("--decontaminate", "nosuchbench=x.jsonl"),
