@@ -462,14 +462,15 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
         n_tok = cfg.batch_size * cfg.seq_len * grad_accum * info.world_size
         tokens_seen += n_tok; tok_log += n_tok
         done = step + 1
+        log_now = done % cfg.log_every == 0 or done == end_step or cfg.test_only
+        save_now = bool(cfg.save_every and done % cfg.save_every == 0)
         # stop: every verdict read before a log line, evaluation or checkpoint (the same steps on every rank), else the last step's
-        settle = (done % cfg.log_every == 0 or done == end_step or cfg.test_only or bool(cfg.eval_every and done % cfg.eval_every == 0)
-                  or bool(cfg.save_every and done % cfg.save_every == 0))
+        settle = log_now or save_now or bool(cfg.eval_every and done % cfg.eval_every == 0)
         if bad := guard.check(lag=0 if settle else 1):
             raise TrainingError(f"{bad[1]} at step {bad[0]}: stopping; the last good checkpoint in {out} is kept "
                                 "(--nonfinite skip skips such steps instead)")
         if bar: bar.update(1)
-        if done % cfg.log_every == 0 or done == end_step or cfg.test_only:
+        if log_now:
             dt = time.perf_counter() - t_log
             tps = tok_log / dt
             rec = {"step": done, "tokens": tokens_seen, "loss": step_loss.item(), "lr_mult": mult, "tokens_per_s": tps,
@@ -479,7 +480,7 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
             if bar: bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{tps:,.0f}")
             else: log(f"step {done} | loss {rec['loss']:.4f} | {tps:,.0f} tokens/s")
             t_log, tok_log = time.perf_counter(), 0
-        if cfg.save_every and done % cfg.save_every == 0 and done < end_step: checkpoint(done)
+        if save_now and done < end_step: checkpoint(done)
         kill_point("step_end", done)   # the reliability tests kill the run here, between steps
     if bar: bar.close()
     if not cfg.test_only:
