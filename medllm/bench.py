@@ -11,11 +11,14 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import os
 import platform
 import re
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -51,6 +54,68 @@ def _host_waits(fn, steps: int) -> dict:
         finally: torch.cuda.set_sync_debug_mode("default")
     where = Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message))
     return {"per_step": sum(where.values()) / steps, "where": {k: v / steps for k, v in where.most_common()}}
+
+
+_CLOCK_QUERY = "clocks.sm,clocks.max.sm,power.draw,power.limit,temperature.gpu,clocks_event_reasons.active"
+_LIMITS = {0x4: "power cap", 0x8: "hardware slowdown", 0x20: "thermal (software)", 0x40: "thermal (hardware)",
+           0x80: "power brake"}   # the clocks_event_reasons bits that lower the clock under load (idle, settings: left out)
+
+
+def _clock_summary(lines: list[str]) -> dict:
+    """`nvidia-smi --query-gpu=<_CLOCK_QUERY> --format=csv,noheader,nounits`'s samples, one per line, summed up: the mean
+    and lowest SM clock against the card's highest, the mean power against its limit, the highest temperature, and for
+    each limit that held the clock down, the share of samples in which it did. Lines that are not a whole sample are counted."""
+    rows, other = [], 0
+    for line in lines:
+        f = [x.strip() for x in line.split(",")]
+        try: rows.append((float(f[0]), float(f[1]), float(f[2]), float(f[3]), float(f[4]), int(f[5], 16)))
+        except (ValueError, IndexError): other += 1
+    if not rows: return {"error": f"no samples ({other} other lines)"}
+    n = len(rows)
+    return {"samples": n, "other_lines": other, "sm_mhz": statistics.mean(r[0] for r in rows),
+            "sm_mhz_min": min(r[0] for r in rows), "sm_mhz_max_card": max(r[1] for r in rows),
+            "power_w": statistics.mean(r[2] for r in rows), "power_limit_w": rows[0][3], "temp_c_max": max(r[4] for r in rows),
+            "limited": {name: sum(bool(r[5] & bit) for r in rows) / n for bit, name in _LIMITS.items() if any(r[5] & bit for r in rows)}}
+
+
+def _clock_line(c: dict) -> str:
+    "'SM 1,755 MHz mean (1,650 lowest) of 1,980; 690 W of 700 W; 62 °C at most; power cap in 85% of samples', or the error."
+    if "error" in c: return c["error"]
+    return (f"SM {c['sm_mhz']:,.0f} MHz mean ({c['sm_mhz_min']:,.0f} lowest) of {c['sm_mhz_max_card']:,.0f}; {c['power_w']:.0f} W "
+            f"of {c['power_limit_w']:.0f} W; {c['temp_c_max']:.0f} °C at most" + "".join(f"; {k} in {v:.0%} of samples" for k, v in c["limited"].items()))
+
+
+def _smi_id(device: torch.device) -> str:
+    "The CUDA device as nvidia-smi names it: its index, or under CUDA_VISIBLE_DEVICES (which renumbers them) its UUID."
+    if not os.environ.get("CUDA_VISIBLE_DEVICES"): return str(device.index if device.index is not None else torch.cuda.current_device())
+    uuid = str(torch.cuda.get_device_properties(device).uuid)
+    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+
+
+class _Clocks:
+    """While its block runs, `nvidia-smi` samples the card's SM clock, power and temperature every `ms` milliseconds, in a
+    process of its own (the host loop being timed gives it no time). `.result`: `_clock_summary`'s dict, or {'error': ...}
+    where `smi` is missing or printed no sample (its words kept)."""
+    def __init__(self, ident: str, ms: int = 50, smi: str = "nvidia-smi"):
+        self.cmd = [smi, f"--query-gpu={_CLOCK_QUERY}", "--format=csv,noheader,nounits", f"--loop-ms={ms}", f"--id={ident}"]
+        self.proc, self.result = None, None
+
+    def __enter__(self):
+        self.out = tempfile.TemporaryFile("w+")   # a file, not a pipe: a long block cannot fill it and stall nvidia-smi
+        try: self.proc = subprocess.Popen(self.cmd, stdout=self.out, stderr=subprocess.STDOUT, text=True)
+        except OSError as e: self.result = {"error": f"{type(e).__name__}: {e}"}
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.terminate()
+            try: self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
+            self.out.seek(0); text = self.out.read()
+            self.result = _clock_summary(text.splitlines())
+            if "error" in self.result: self.result["error"] += ": " + " ".join(text.split())[:200]
+        self.out.close()
+        return False
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype | None = None, n: int | None = None, iters: int = 10) -> float:
@@ -153,7 +218,13 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
         _sync(device); t0 = time.perf_counter()
         fit_steps(nonfinite, steps)
         _sync(device); return (time.perf_counter() - t0) / steps
-    step, skip = as_fit("stop"), as_fit("skip")
+    clocks = {}   # CUDA: the card's clock, power and temperature while each of the two timings below runs
+    for mode in ("stop", "skip"):
+        with (_Clocks(_smi_id(device)) if device.type == "cuda" else contextlib.nullcontext()) as c:
+            timed = as_fit(mode)
+        clocks[mode] = c.result if c else None
+        if mode == "stop": step = timed
+        else: skip = timed
     try: waits = _host_waits(lambda: fit_steps("stop", 4), 4) if device.type == "cuda" else None
     except Exception as e: waits = {"error": f"{type(e).__name__}: {e}"}   # a diagnostic: its failure is recorded, the timings kept
     tokens = batch_size * seq_len
@@ -164,6 +235,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
             "graphs": graphs if impl == "medllm" else None, "docs": docs if impl == "medllm" else None,
             "doc_len": doc_len if docs == "on" else None, "compile": compile, "dtype": str(dtype).removeprefix("torch."),
             "steps": steps, "step_ms": step * 1e3, "tokens_per_s": tokens / step, "step_ms_synced": synced * 1e3, "step_ms_skip": skip * 1e3, "host_waits": waits,
+            "clocks": clocks["stop"], "clocks_skip": clocks["skip"],
             "optimizer_share": statistics.median(t_opt) / synced, "first_step_s": first, "compile_s": max(first - synced, 0.0),
             "peak_memory_gb": _peak_memory_gb(device), "final_loss": float(loss)}
     if profile:   # after the figures above: the profiler's own overhead must not reach them
@@ -610,6 +682,8 @@ def print_summary(res: dict):
         if w := r.get("host_waits"):   # CUDA: where the step as fit runs it made the host wait
             print(f"host waits of {r['preset']} {_variant(r)}: " + (w["error"] if "error" in w else
                   f"{w['per_step']:.2f} per step" + "".join(f", {k} {n:.2f}" for k, n in w["where"].items())))
+        for key, how in (("clocks", "as fit runs it"), ("clocks_skip", "with the wait")):
+            if c := r.get(key): print(f"clocks of {r['preset']} {_variant(r)} ({how}): {_clock_line(c)}")
         if r.get("profile"):
             print(f"profile of {r['preset']} {_variant(r)} (ms per step, calls per step):")
             if "profile_split" in r: print(f"  {_split_line(r['profile_split'])}")

@@ -4,7 +4,7 @@ import json
 from conftest import run_cli
 from medllm.bench import _variant
 
-RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "loss", "attention", "residual", "muon_impl", "graphs", "docs", "doc_len", "compile", "dtype", "steps", "step_ms", "step_ms_synced", "step_ms_skip", "host_waits",
+RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "loss", "attention", "residual", "muon_impl", "graphs", "docs", "doc_len", "compile", "dtype", "steps", "step_ms", "step_ms_synced", "step_ms_skip", "host_waits", "clocks", "clocks_skip",
               "tokens_per_s", "mfu", "flops_per_token", "optimizer_share", "first_step_s", "compile_s", "peak_memory_gb", "final_loss"}
 
 

