@@ -19,9 +19,10 @@ except ImportError:   # no Triton (macOS, a bare CPU install): `sym_product` say
 # %% ../nbs/13_kernels.ipynb #1e37199d
 if triton is not None:
     @triton.jit
-    def _sym_kernel(X, C, ADD, M, K, sxb, sxm, sxk, scb, scm, scn, sab, sam, san, alpha, beta, diag,
-                    HAS_ADD: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr):
-        "One BM × BM tile (rows pid_m, columns pid_n) of alpha·X Xᵀ (+ beta·ADD) (+ diag·I), for stack entry b; mirrored below."
+    def _sym_kernel(X, C, ADD, SCALE, M, K, sxb, sxm, sxk, scb, scm, scn, sab, sam, san, alpha, beta, diag,
+                    HAS_ADD: tl.constexpr, HAS_SCALE: tl.constexpr, EVEN: tl.constexpr, UPCAST: tl.constexpr,
+                    IEEE: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr):
+        "One BM × BM tile (rows pid_m, columns pid_n) of alpha·X Xᵀ (+ beta·ADD) (+ diag·I), times SCALE[b], for stack entry b; mirrored below."
         pid_m, pid_n, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         if pid_m > pid_n: return                                  # below the diagonal: the mirror of a tile above it
         rm, rn, rk = pid_m * BM + tl.arange(0, BM), pid_n * BM + tl.arange(0, BM), tl.arange(0, BK)
@@ -30,26 +31,33 @@ if triton is not None:
         acc = tl.zeros((BM, BM), dtype=tl.float32)
         for k in range(0, tl.cdiv(K, BK)):
             kk = k * BK + rk
-            u = tl.load(xm, mask=(rm[:, None] < M) & (kk[None, :] < K), other=0.0)
-            v = tl.load(xn, mask=(rn[:, None] < M) & (kk[None, :] < K), other=0.0)
+            if EVEN:                                              # BM divides M and BK divides K: no masks to compute
+                u, v = tl.load(xm), tl.load(xn)
+            else:
+                u = tl.load(xm, mask=(rm[:, None] < M) & (kk[None, :] < K), other=0.0)
+                v = tl.load(xn, mask=(rn[:, None] < M) & (kk[None, :] < K), other=0.0)
             if UPCAST:                                            # the interpreter (CPU) multiplies bf16 wrongly
                 u, v = u.to(tl.float32), v.to(tl.float32)
             if IEEE: acc = tl.dot(u, tl.trans(v), acc, input_precision="ieee")   # float32 in: float32 products, not TF32
             else: acc = tl.dot(u, tl.trans(v), acc)
             xm += BK * sxk
             xn += BK * sxk
-        mask = (rm[:, None] < M) & (rn[None, :] < M)
+        inside = (rm[:, None] < M) & (rn[None, :] < M)
         acc = acc * alpha
-        if HAS_ADD: acc += beta * tl.load(ADD + b * sab + rm[:, None] * sam + rn[None, :] * san, mask=mask, other=0.0).to(tl.float32)
+        if HAS_ADD: acc += beta * tl.load(ADD + b * sab + rm[:, None] * sam + rn[None, :] * san, mask=inside, other=0.0).to(tl.float32)
         acc = tl.where(rm[:, None] == rn[None, :], acc + diag, acc)
+        if HAS_SCALE: acc = acc * tl.load(SCALE + b)              # one factor per stack entry (20_optim's deferred norm)
         c = acc.to(C.dtype.element_ty)
-        tl.store(C + b * scb + rm[:, None] * scm + rn[None, :] * scn, c, mask=mask)
-        if pid_m < pid_n:                                         # the same tile, transposed, below the diagonal
-            tl.store(C + b * scb + rn[:, None] * scm + rm[None, :] * scn, tl.trans(c), mask=tl.trans(mask))
+        # the entries on and above the diagonal where they are, those strictly above it again, transposed, below: the
+        # result is symmetric by construction, whatever order a diagonal tile's two halves were summed in
+        tl.store(C + b * scb + rm[:, None] * scm + rn[None, :] * scn, c, mask=inside & (rm[:, None] <= rn[None, :]))
+        tl.store(C + b * scb + rn[:, None] * scm + rm[None, :] * scn, tl.trans(c), mask=tl.trans(inside & (rm[:, None] < rn[None, :])))
 
     _SYM_CONFIGS = [triton.Config({"BM": bm, "BK": bk}, num_warps=w, num_stages=s)
-                    for bm, bk, w, s in ((128, 64, 8, 3), (128, 64, 4, 4), (128, 32, 4, 4), (128, 128, 8, 3), (64, 64, 4, 4))]
-    _sym_tuned = triton.autotune(_SYM_CONFIGS, key=["M", "K"])(_sym_kernel)
+                    for bm, bk, w, s in ((128, 64, 8, 3), (128, 64, 8, 4), (128, 64, 4, 4), (128, 32, 4, 4), (128, 128, 8, 3),
+                                         (64, 64, 4, 4), (64, 64, 4, 3), (64, 128, 4, 3))]
+    _even = triton.heuristics({"EVEN": lambda a: a["M"] % a["BM"] == 0 and a["K"] % a["BK"] == 0})   # from each config's tiles
+    _sym_tuned = triton.autotune(_SYM_CONFIGS, key=["M", "K", "HAS_ADD", "HAS_SCALE"])(_even(_sym_kernel))
 # CPU tensors need Triton's interpreter, chosen when Triton was imported (TRITON_INTERPRET=1): its language and this kernel
 _INTERPRETED = triton is not None and type(tl.zeros).__name__ == type(_sym_kernel).__name__ == "InterpretedFunction"
 _WHY = ("sym_product runs on a CUDA GPU, or on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1, set before Triton is "
@@ -62,18 +70,22 @@ def sym_product_runs_on(device: torch.device) -> bool:
 
 
 def sym_product(X: torch.Tensor, add: torch.Tensor | None = None, alpha: float = 1.0, beta: float = 0.0,
-                diag: float = 0.0) -> torch.Tensor:
-    "alpha·X Xᵀ + beta·add + diag·I for a matrix X (m, n) or a stack (k, m, n), in X's dtype: only the tiles on and above the diagonal are computed, and mirrored (`add` must be symmetric)."
+                diag: float = 0.0, scale: torch.Tensor | None = None) -> torch.Tensor:
+    "scale·(alpha·X Xᵀ + beta·add + diag·I) for a matrix X (m, n) or a stack (k, m, n), in X's dtype, `scale` a float32 factor per matrix (k,) or none: only the tiles on and above the diagonal are computed, and mirrored (`add` must be symmetric)."
     if not sym_product_runs_on(X.device): raise RuntimeError(_WHY)
-    if X.ndim == 2: return sym_product(X[None], None if add is None else add[None], alpha, beta, diag)[0]
+    if X.ndim == 2: return sym_product(X[None], None if add is None else add[None], alpha, beta, diag, None if scale is None else scale.reshape(1))[0]
     if X.ndim != 3: raise ValueError(f"sym_product takes a matrix or a stack of them, got shape {tuple(X.shape)}")
     k, M, K = X.shape
     if add is not None and tuple(add.shape) != (k, M, M): raise ValueError(f"add has shape {tuple(add.shape)}, expected {(k, M, M)}")
+    if scale is not None and (tuple(scale.shape) != (k,) or scale.dtype != torch.float32):
+        raise ValueError(f"scale must be float32 of shape {(k,)}, got {scale.dtype} {tuple(scale.shape)}")
     if X.stride(-1) != 1: X = X.contiguous()                   # rows read along k
     C = torch.empty(k, M, M, dtype=X.dtype, device=X.device)
     ref = C if add is None else add
-    args = (X, C, ref, M, K, *X.stride(), *C.stride(), *ref.stride(), float(alpha), float(beta), float(diag))
-    flags = dict(HAS_ADD=add is not None, IEEE=X.dtype == torch.float32)
+    args = (X, C, ref, C if scale is None else scale.contiguous(), M, K, *X.stride(), *C.stride(), *ref.stride(),
+            float(alpha), float(beta), float(diag))
+    flags = dict(HAS_ADD=add is not None, HAS_SCALE=scale is not None, IEEE=X.dtype == torch.float32)
     if X.is_cuda: _sym_tuned[lambda meta: (triton.cdiv(M, meta["BM"]), triton.cdiv(M, meta["BM"]), k)](*args, UPCAST=False, **flags)
-    else: _sym_kernel[(triton.cdiv(M, 32), triton.cdiv(M, 32), k)](*args, UPCAST=True, BM=32, BK=32, **flags)
+    else: _sym_kernel[(triton.cdiv(M, 32), triton.cdiv(M, 32), k)](*args, UPCAST=True, EVEN=M % 32 == 0 and K % 32 == 0,
+                                                                   BM=32, BK=32, **flags)
     return C

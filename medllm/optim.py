@@ -30,12 +30,15 @@ def newton_schulz(G: Tensor, steps: int = 5, coefficients=NS_COEFFICIENTS, eps: 
     X = G.to(dtype)
     tall = G.size(-2) > G.size(-1)
     if tall: X = X.mT                                 # iterate on the wide side: X Xᵀ is the smaller Gram matrix
-    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # Frobenius norm >= spectral norm: all singular values <= 1
+    defer = symmetric and fold                        # the norm's division folded into the first iteration (below)
+    if defer: inv = 1 / torch.linalg.vector_norm(X, dim=(-2, -1), dtype=torch.float32).clamp(min=eps).reshape(-1)
+    else: X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # Frobenius norm >= spectral norm: all singular values <= 1
     if symmetric: from medllm.kernels import sym_product   # Triton, imported on first use
-    for _ in range(steps):
+    for i in range(steps):
         if symmetric:                                 # only the tiles on and above the diagonal, mirrored
-            A = sym_product(X)
-            B = sym_product(A, A, alpha=c, beta=b, diag=a if fold else 0.0)   # b·A + c·A Aᵀ (A Aᵀ = A²), + a·I folded
+            s = defer and i == 0                      # X not yet divided by its norm ν: A = X Xᵀ/ν², and B/ν, so B·X = B·(X/ν)
+            A = sym_product(X, scale=inv * inv if s else None)
+            B = sym_product(A, A, alpha=c, beta=b, diag=a if fold else 0.0, scale=inv if s else None)   # b·A + c·A Aᵀ (A Aᵀ = A²), + a·I folded
         else:
             A = X @ X.mT
             B = mm(A, A, A, beta=b, alpha=c)          # b·A + c·A²
