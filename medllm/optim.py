@@ -110,7 +110,9 @@ class Muon(torch.optim.Optimizer):
             params = [p for p in g["params"] if p.grad is not None]
             if not params: continue
             grads = [p.grad for p in params]
-            bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad)) for p in params]
+            for p in params:   # not setdefault: its default, a zeroed buffer, would be made (and filled) every step
+                if "momentum_buffer" not in self.state[p]: self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
+            bufs = [self.state[p]["momentum_buffer"] for p in params]
             groups: dict[tuple, list[int]] = {}                               # tall matrices transposed: (short, long) each
             for j, p in enumerate(params): groups.setdefault((min(p.shape), max(p.shape)), []).append(j)
             stacks = []                                                       # (short, long, this rank's matrices)
@@ -125,7 +127,8 @@ class Muon(torch.optim.Optimizer):
             lerp = _fused(_lerp_each) if self.compiled else _lerp_momentum   # compiled: Inductor's rounding on every rank
             if rest: lerp([bufs[j] for j in rest], [grads[j] for j in rest], mom)  # buf = mom·buf + (1-mom)·grad
             if self.compiled:
-                lr_t = self._lr.setdefault(gi, torch.empty((), device=params[0].device))
+                if gi not in self._lr: self._lr[gi] = torch.empty((), device=params[0].device)
+                lr_t = self._lr[gi]
                 lr_t.fill_(lr)                                                # no host sync, no recompilation
             for short, long, mine in stacks:
                 P, G, B = [params[j] for j in mine], [grads[j] for j in mine], [bufs[j] for j in mine]
