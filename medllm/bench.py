@@ -184,7 +184,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
         model.doc_mask_id = 0 if docs == "on" else None   # the end-of-text id of the synthetic rows below
         opt = build_optimizer(model, optimizer, fused=fused, muon_impl=muon_impl)
         train_model = compile_model(model, compile, graphs == "on", device)   # as fit
-        def grads(rows): return forward_backward(train_model, model, [rows], device, dtype, grad_clip=1.0)   # (loss, norm)
+        def grads(rows): return forward_backward(train_model, model, [rows], device, dtype, grad_clip=1.0, opt=opt)   # (loss, norm), as fit
     else:
         model = _qwen3(cfg).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), fused=fused)

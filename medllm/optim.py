@@ -52,14 +52,15 @@ def _lerp_momentum(bufs: list[Tensor], grads: list[Tensor], momentum: float):
     torch._foreach_lerp_(bufs, grads, 1 - momentum)
 
 
-def _lerp_each(bufs: list[Tensor], grads: list[Tensor], momentum: float):
-    "The same, one tensor at a time: the form the compiled path hands Inductor, which fuses it as well."
-    for b, g in zip(bufs, grads): b.lerp_(g, 1 - momentum)
+def _lerp_each(bufs: list[Tensor], grads: list[Tensor], momentum: float, scale: Tensor | None = None):
+    "The same, one tensor at a time: the form the compiled path hands Inductor, which fuses it as well (`scale`: each gradient divided by it first, in the same kernel: clipping, see `Optimizers.clip_grad_norm_`)."
+    for b, g in zip(bufs, grads): b.lerp_(g if scale is None else g / scale, 1 - momentum)
 
 
 def _momentum_stack(grads: list[Tensor], bufs: list[Tensor], tall: tuple[bool, ...], momentum: float, nesterov: bool,
-                    dtype: torch.dtype) -> Tensor:
-    "The first half of a Muon step for one stack, as plain tensor code for Inductor to fuse: buf ← lerp(buf, grad, 1-β) in place, then the look-ahead cast into one (k, short, long) stack, tall matrices transposed."
+                    dtype: torch.dtype, scale: Tensor | None = None) -> Tensor:
+    "The first half of a Muon step for one stack, as plain tensor code for Inductor to fuse: buf ← lerp(buf, grad, 1-β) in place, then the look-ahead cast into one (k, short, long) stack, tall matrices transposed (`scale`: as `_lerp_each`)."
+    if scale is not None: grads = [g / scale for g in grads]   # fused into the kernels below: no pass of its own
     _lerp_each(bufs, grads, momentum)
     looks = [g.lerp(b, momentum) for g, b in zip(grads, bufs)] if nesterov else bufs
     return torch.stack([(u.mT if t else u).to(dtype) for u, t in zip(looks, tall)])   # cast first: no float32 stack
@@ -90,6 +91,7 @@ class Muon(torch.optim.Optimizer):
         self.compiled = compiled  # the elementwise work before and after Newton–Schulz fused by torch.compile (see above)
         self.ns_fold = ns_fold    # newton_schulz(fold=True): a·X folded into the product (see above)
         self.ns_symmetric = ns_symmetric   # newton_schulz(symmetric=True): the symmetric products by medllm.kernels (see above)
+        self.grad_scale = None    # compiled: a device tensor the gradients are divided by, inside the fused kernels (clipping)
         self._lr = {}             # compiled: each group's learning rate as a device tensor
         if lr <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
             raise ValueError(f"Muon needs lr > 0, 0 <= momentum < 1, weight_decay >= 0 (got {lr}, {momentum}, {weight_decay})")
@@ -125,7 +127,8 @@ class Muon(torch.optim.Optimizer):
             fused = {j for *_, mine in stacks for j in mine} if self.compiled else set()  # their momentum is fused below
             rest = [j for j in range(len(params)) if j not in fused]
             lerp = _fused(_lerp_each) if self.compiled else _lerp_momentum   # compiled: Inductor's rounding on every rank
-            if rest: lerp([bufs[j] for j in rest], [grads[j] for j in rest], mom)  # buf = mom·buf + (1-mom)·grad
+            if self.grad_scale is not None and not self.compiled: raise ValueError("Muon divides by grad_scale in its compiled kernels only (compiled=True)")
+            if rest: lerp([bufs[j] for j in rest], [grads[j] for j in rest], mom, *([self.grad_scale] if self.compiled else []))  # buf = mom·buf + (1-mom)·grad
             if self.compiled:
                 if gi not in self._lr: self._lr[gi] = torch.empty((), device=params[0].device)
                 lr_t = self._lr[gi]
@@ -133,7 +136,7 @@ class Muon(torch.optim.Optimizer):
             for short, long, mine in stacks:
                 P, G, B = [params[j] for j in mine], [grads[j] for j in mine], [bufs[j] for j in mine]
                 tall = tuple(p.size(0) > p.size(1) for p in P)
-                if self.compiled: X = _fused(_momentum_stack)(G, B, tall, mom, g["nesterov"], dtype)
+                if self.compiled: X = _fused(_momentum_stack)(G, B, tall, mom, g["nesterov"], dtype, self.grad_scale)
                 else:
                     U = torch._foreach_lerp(G, B, mom) if g["nesterov"] else B  # look ahead along the momentum
                     X = torch.empty(len(P), short, long, dtype=dtype, device=P[0].device)
@@ -167,13 +170,34 @@ class Optimizers:
     @property
     def param_groups(self): return [g for o in self.opts.values() for g in o.param_groups]
 
+    def _scales(self) -> bool:
+        "Whether every optimizer here can divide the gradients by a scale inside its own kernels: fused AdamW, compiled Muon."
+        return all(o.compiled if isinstance(o, Muon) else isinstance(o, torch.optim.Adam) and all(g.get("fused") for g in o.param_groups)
+                   for o in self.opts.values())
+
+    def clip_grad_norm_(self, params, max_norm: float) -> Tensor:
+        """The gradients' total norm (a device tensor: no wait), and clipping to `max_norm` (0: none), as
+        `torch.nn.utils.clip_grad_norm_` does, which multiplies every gradient by min(1, max_norm / (norm + 1e-6)) in a pass
+        of its own. Where every optimizer can take the factor into its own kernels (`_scales`), the next `step` divides by
+        its inverse there instead (`grad_scale`), and that pass is not made."""
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([n.float() for n in torch._foreach_norm(grads)])) if grads else torch.zeros(())
+        if not max_norm: return norm
+        if self._scales(): self._grad_scale = ((norm + 1e-6) / max_norm).clamp(min=1.0)
+        else: torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
+        return norm
+
     def step(self):
+        scale, self._grad_scale = getattr(self, "_grad_scale", None), None   # the clipping this step's gradients wait for
         for i, o in enumerate(self.opts.values()):
             if i: kill_point("optimizer", self.steps)  # the reliability tests kill the run here: Muon has stepped, AdamW not yet
-            o.step()
+            o.grad_scale = scale                       # fused AdamW and compiled Muon divide by it (torch's GradScaler protocol)
+            try: o.step()
+            finally: o.grad_scale = None
         self.steps += 1
 
     def zero_grad(self, set_to_none: bool = True):
+        self._grad_scale = None   # a step skipped (fit --nonfinite skip) leaves its clipping unused: not for the next one
         for o in self.opts.values(): o.zero_grad(set_to_none=set_to_none)
 
     def set_lr_multiplier(self, m: float):

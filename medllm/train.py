@@ -222,8 +222,8 @@ def _data(cfg: TrainConfig, tok: Tokenizer, info, start_batch: int):
 
 
 def forward_backward(train_model, model: GPT, micro_batches: list[torch.Tensor], device, dtype, grad_clip: float = 1.0,
-                     distributed: bool = False, step: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    "The gradient half of a training step: forward and backward over the micro-batches (B, T+1), then the clipped gradient norm; (mean loss, norm) stay on the device."
+                     distributed: bool = False, step: int | None = None, opt=None) -> tuple[torch.Tensor, torch.Tensor]:
+    "The gradient half of a training step: forward and backward over the micro-batches (B, T+1), then the gradient norm, and clipping (by `opt`, an `Optimizers`, where given: in its next step's own kernels where it can, 20_optim); (mean loss, norm) stay on the device."
     n = len(micro_batches)
     torch.compiler.cudagraph_mark_step_begin()   # CUDA graphs (--cuda_graphs): a new step, the last one's outputs are done with
     loss_sum = torch.zeros((), device=device)
@@ -239,7 +239,8 @@ def forward_backward(train_model, model: GPT, micro_batches: list[torch.Tensor],
         loss_sum += loss.detach()
     if fault("inf_grad", step): next(model.parameters()).grad.fill_(float("inf"))
     # the norm is always measured (an infinite max_norm clips nothing): a NaN or Inf gradient must not reach the weights
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float("inf"))
+    if opt is not None: grad_norm = opt.clip_grad_norm_(model.parameters(), grad_clip)
+    else: grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float("inf"))
     return loss_sum / n, grad_norm
 
 
@@ -448,7 +449,7 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
         opt.set_lr_multiplier(mult)
         micro_batches = [next(it) for _ in range(grad_accum)]
         batches_consumed += grad_accum
-        step_loss, grad_norm = forward_backward(train_model, model, micro_batches, device, dtype, cfg.grad_clip, info.is_distributed, step)
+        step_loss, grad_norm = forward_backward(train_model, model, micro_batches, device, dtype, cfg.grad_clip, info.is_distributed, step, opt)
         if info.is_distributed:  # the mean over ranks (gloo has no AVG reduction)
             dist.all_reduce(step_loss)
             step_loss /= info.world_size

@@ -8,7 +8,8 @@ checked too, to show whether that still holds and where it fails.
 
 Then the symmetric products (`medllm.kernels.sym_product`, Triton) against PyTorch's products, Newton–Schulz with them
 against float32, and, on a GPU, Newton–Schulz alone on `medium`'s two stacks with PyTorch's products and with the
-symmetric ones (both with the fold), and the tile shape the autotuner chose."""
+symmetric ones (both with the fold), and the tile shape the autotuner chose. Also the compiled momentum kernel dividing
+by a clipping scale (`grad_scale`), and the symmetric product scaled per matrix (the deferred norm)."""
 import os, sys, time, traceback, torch
 
 dev = torch.device(sys.argv[1] if len(sys.argv) > 1 else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -84,7 +85,10 @@ check("foreach _momentum_stack", foreach_stack, O._momentum_stack, stack_args)
 print("medllm's compiled path:")
 ok = [check("_lerp_each", O._lerp_each, O._lerp_momentum, lerp_args),
       check("_momentum_stack", O._momentum_stack, foreach_stack, stack_args),
-      check("_apply_update", O._apply_update, update_ref, update_args)]
+      check("_apply_update", O._apply_update, update_ref, update_args),
+      check("_momentum_stack, grad_scale", lambda *a: O._momentum_stack(*a[:-1], scale=a[-1]),   # clipping in the kernel
+            lambda g, b, *rest: foreach_stack([x / rest[-1] for x in g], b, *rest[:-1]),
+            lambda: (*stack_args(), torch.tensor(3.0, device=dev)))]
 opt_ok = False
 try:   # the whole compiled Muon, two steps, against eager
     ws = {}
@@ -117,14 +121,16 @@ try:
     Bm = sym_product(A, A, alpha=c, beta=b, diag=a)
     refB = a * torch.eye(m, device=dev) + b * A.float() + c * A.float() @ A.float()
     err_b, torch_b = rel(Bm, refB), rel((a * torch.eye(m, device=dev) + torch.baddbmm(A, A, A, beta=b, alpha=c)).bfloat16(), refB)
+    sc = torch.rand(k, device=dev) + 0.5                               # a factor per matrix (the deferred norm)
+    err_s = rel(sym_product(X, scale=sc), sc[:, None, None] * ref)
     mirrored = torch.equal(A, A.mT) and torch.equal(Bm, Bm.mT)
     print(f"        X Xᵀ {tuple(X.shape)}: distance from float32 {err_a:.2e} (PyTorch's bf16 product {torch_a:.2e}); "
-          f"a·I + b·A + c·A²: {err_b:.2e} ({torch_b:.2e}); mirrored exactly: {mirrored}", flush=True)
+          f"a·I + b·A + c·A²: {err_b:.2e} ({torch_b:.2e}); scaled per matrix: {err_s:.2e}; mirrored exactly: {mirrored}", flush=True)
     G = torch.randn(4 if dev.type == "cuda" else 2, m, n, device=dev)
     nsref = O.newton_schulz(G, dtype=torch.float32)
     ns = {s_: rel(O.newton_schulz(G, fold=True, symmetric=s_), nsref) for s_ in (False, True)}
     print(f"        Newton–Schulz (bf16, fold), distance from float32: {ns[False]:.2%} PyTorch's products, {ns[True]:.2%} symmetric", flush=True)
-    sym_ok = mirrored and err_a < 2.5 * torch_a and err_b < 2.5 * max(torch_b, 1e-3) and ns[True] < 1.2 * ns[False]
+    sym_ok = mirrored and err_a < 2.5 * torch_a and err_s < 2.5 * torch_a and err_b < 2.5 * max(torch_b, 1e-3) and ns[True] < 1.2 * ns[False]
     print(("ok      " if sym_ok else "FAILED  ") + "sym_product against PyTorch", flush=True)
     if dev.type == "cuda":   # Newton–Schulz alone on medium's stacks (96 of 1024x1024, 72 of 1024x2816), with the fold
         stacks = [torch.randn(96, 1024, 1024, device=dev, dtype=torch.bfloat16), torch.randn(72, 1024, 2816, device=dev, dtype=torch.bfloat16)]
