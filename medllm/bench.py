@@ -409,9 +409,10 @@ STEP_SETTINGS = {"loss": ("auto", *LOSS_IMPLS), "attention": ATTENTION_BACKENDS,
 def _plan(configs, impls, optimizers, choices: dict, candidates=()) -> list[tuple]:
     """(preset, batch, seq, impl, optimizer, settings) in the order they run. `choices`: medllm's step settings, each a
     list whose first value is the recipe's. First, preset by preset: the recipe's step with the first optimizer, the
-    transformers baseline, the other optimizers, then each of `candidates` (settings that replace the recipe's, several
-    at once: a possible next recipe) with every optimizer, so a preset's candidates run right beside its baseline, before
-    the next preset. Then, for every preset, the variants: each changes one setting of the recipe's
+    other optimizers (which reuse its compiled model: no compile of their own), the transformers baseline, then each of
+    `candidates` (settings that replace the recipe's, several at once: a possible next recipe; one with a 'preset' key
+    runs for that preset only) with every optimizer, so a preset's candidates run right beside its baseline, before the
+    next preset. Then, for every preset, the variants: each changes one setting of the recipe's
     step and runs with AdamW (it changes the model step; the optimizer is measured by the runs before), except a change
     of `muon_impl`, which runs with Muon. A run that repeats an earlier one is left out."""
     default = {k: v[0] for k, v in choices.items()}
@@ -422,9 +423,10 @@ def _plan(configs, impls, optimizers, choices: dict, candidates=()) -> list[tupl
     for preset, b, t in configs:
         med = [("medllm", o, default) for o in optimizers] if "medllm" in impls else []
         base = [("transformers", "adamw", None)] if "transformers" in impls else []
-        first += [(preset, b, t, *x) for x in med[:1] + base + med[1:]]
+        first += [(preset, b, t, *x) for x in med + base]
         if "medllm" in impls:
-            first += [(preset, b, t, "medllm", o, {**default, **c}) for c in candidates for o in optimizers]
+            first += [(preset, b, t, "medllm", o, {**default, **{k: v for k, v in c.items() if k != "preset"}})
+                      for c in candidates if c.get("preset", preset) == preset for o in optimizers]
             later += [(preset, b, t, "medllm", o, v) for v, o in variants]
     plan, seen = [], set()
     for run in first + later:   # what a run cut short by its time budget must keep comes first
@@ -456,7 +458,9 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
     choices = {k: list(dict.fromkeys(v)) for k, v in choices.items()}      # auto resolved as fit does; repeats dropped
     candidates = [{k: resolve_loss(v, compile) if k == "loss" else v for k, v in c.items()} for c in candidates]
     for c in candidates:
-        if set(c) - set(STEP_SETTINGS): raise ValueError(f"unknown setting(s) {', '.join(sorted(set(c) - set(STEP_SETTINGS)))} in a candidate: use {', '.join(STEP_SETTINGS)}")
+        if set(c) - set(STEP_SETTINGS) - {"preset"}: raise ValueError(f"unknown setting(s) {', '.join(sorted(set(c) - set(STEP_SETTINGS) - {'preset'}))} in a candidate: use {', '.join(STEP_SETTINGS)}")
+        if c.get("preset", configs[0][0]) not in [p for p, *_ in configs]:
+            raise ValueError(f"a candidate for {c['preset']}, which --configs does not run ({', '.join(p for p, *_ in configs)})")
     peak = matmul_peak(device)
     log(f"matmul peak: {peak / 1e12:.2f} TFLOP/s ({device})")
     out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "device": _device_name(device),
@@ -582,7 +586,8 @@ def main(argv: list[str] | None = None):
     p.add_argument("--muon_impl", default="eager", help=f"Muon's elementwise work: {', '.join(MUON_IMPLS)} (a variant runs with Muon)")
     p.add_argument("--candidate", action="append", default=[], metavar="KEY=VALUE,...",
                    help="settings run together in place of the recipe's, with every optimizer, before the variants "
-                        "(e.g. loss=lse,muon_impl=compiled; keys: loss, attention, residual, muon_impl, graphs, docs); repeatable")
+                        "(e.g. loss=lse,muon_impl=compiled; keys: loss, attention, residual, muon_impl, graphs, docs); PRESET:KEY=VALUE,... "
+                        "for one preset only (medium:muon_impl=compiled_sym); repeatable")
     p.add_argument("--doc_len", type=int, default=DOC_LEN, help="mean tokens per synthetic document in a docs=on run (the batches are random tokens)")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--coordinate_descent", action="store_true", help="with --compile: Inductor's coordinate-descent tuning of its kernels, for both models")
@@ -633,15 +638,19 @@ def main(argv: list[str] | None = None):
 
 
 def parse_candidate(spec: str) -> dict:
-    "'loss=lse,muon_impl=compiled' -> {'loss': 'lse', 'muon_impl': 'compiled'}, each key and value checked against `STEP_SETTINGS`."
+    "'loss=lse,muon_impl=compiled' -> {'loss': 'lse', 'muon_impl': 'compiled'}, each key and value checked against `STEP_SETTINGS`; 'medium:muon_impl=compiled_sym' -> the same for one preset ({'preset': 'medium', ...})."
     cand = {}
+    head, colon, rest = spec.partition(":")
+    if colon and "=" not in head:                                  # PRESET: the candidate runs for that preset only
+        if head.strip() not in CONFIGS: raise ValueError(f"unknown preset {head.strip()!r} in --candidate: use {', '.join(CONFIGS)}")
+        cand["preset"], spec = head.strip(), rest
     for part in (x.strip() for x in spec.split(",") if x.strip()):
         key, eq, value = (s.strip() for s in part.partition("="))
         if not eq or key not in STEP_SETTINGS:
             raise ValueError(f"bad --candidate {spec!r}: write KEY=VALUE,... with KEY one of {', '.join(STEP_SETTINGS)}")
         if value not in STEP_SETTINGS[key]: raise ValueError(f"unknown {key} {value!r} in --candidate: use {' or '.join(STEP_SETTINGS[key])}")
         cand[key] = value
-    if not cand: raise ValueError("--candidate is empty")
+    if set(cand) <= {"preset"}: raise ValueError("--candidate is empty")
     return cand
 
 

@@ -348,6 +348,8 @@ def _cases(tok, ckpt, tmp):
         ("bench", ["--device", "cpu", "--residual", "fp16"]),
         ("bench", ["--device", "cpu", "--muon_impl", "fused"]),
         ("bench", ["--device", "cpu", "--candidate", "loss=fused"]),
+        ("bench", ["--device", "cpu", "--candidate", "huge:loss=lse"]),
+        ("bench", ["--device", "cpu", "--configs", "nano", "--candidate", "small:loss=lse"]),
     ]
 
 

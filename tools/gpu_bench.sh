@@ -24,11 +24,15 @@
 #   PROFILE=0 BUDGET=240 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh` (179 s; bench_h200_run6_graphs.json),
 #   `python3 tools/doc_mask_check.py` (47 s; doc_mask_check_h200.log), and small alone with BUDGET=80 (114 s, cut short).
 #
-#   next:         run(command="BUDGET=430 bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=570): the whole run again,
-#                 now with each timing's SM clock, power and temperature (`clocks`, `clocks_skip`, printed as "clocks of
-#                 ..."): is the card at its power limit in the Muon runs, where the model's own kernels ran 3-5% slower
-#                 than beside AdamW? Give BUDGET about 430 s where compiling takes 70+ s a model, or small's runs are
-#                 skipped. Then, on the same warm machine at once (its compiles come from Inductor's cache):
+#   next:         run(command="CHECK=1 BUDGET=360 bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=570): the whole run
+#                 again (about 540 s with run 5's 70-77 s compiles and the check's 40 s, an estimate), with what was built after run 5 and never run on a GPU:
+#                 the deferred norm, momentum buffers made once, clipping inside fused AdamW and the compiled Muon, the
+#                 kernel's unmasked loads and eight tile shapes (CHECK=1 checks them against PyTorch first), and each
+#                 timing's SM clock, power and temperature (`clocks`, `clocks_skip`, printed as "clocks of ..."): is the
+#                 card at its power limit in the Muon runs, where the model's own kernels ran 3-5% slower than beside
+#                 AdamW? The plan now runs AdamW right after the recipe (it reuses the compiled model) and the candidate
+#                 for medium only, so small's AdamW run is no longer left behind the budget. Then, on the same warm
+#                 machine at once (its compiles come from Inductor's cache):
 #                 run(command="DOCS= CONFIGS=medium:16x2048 CANDIDATE=docs=on PROFILE=0 EXTRA='--no_data --no_eval
 #                 --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=300) (document masking in the whole step),
 #                 or FIT=1 NO_BENCH=1 (fit end to end with CUDA graphs and compiled_sym, never run on a GPU)
@@ -40,8 +44,9 @@
 #     transformers' Qwen3ForCausalLM (fused AdamW) at the same shapes, compiled, bf16: tokens/s, MFU, peak memory, compile
 #     time, the optimizer's share, and the PROFILE kernels that took the most time over two profiled steps, with the
 #     split of all kernel time into matmul, attention, Inductor-generated and other;
-#   - with each preset, right after its baseline, CANDIDATE (default muon_impl=compiled_sym: compiled elementwise work, a·X
-#     folded, and Newton–Schulz's symmetric products by medllm.kernels' Triton kernel; empty: none):
+#   - with each preset, right after its baseline, CANDIDATE (default medium:muon_impl=compiled_sym, for medium only: compiled
+#     elementwise work, a·X folded, and Newton–Schulz's symmetric products by medllm.kernels' Triton kernel, which did not
+#     pay on small in run 3; PRESET: limits a candidate to one preset; empty: none):
 #     those settings together in place of the recipe's, with Muon and with AdamW: the possible next recipe, in the same
 #     run as its baseline (AdamW ignores muon_impl, so a candidate that only sets it runs with Muon alone);
 #   - then the variants, each one change from the recipe's step: MUON_IMPL, RESIDUAL, ATTENTION and LOSSES are lists whose
@@ -81,7 +86,8 @@ if [ -n "${FIT:-}" ]; then   # FIT=1: fit itself on nano with FIT_FLAGS for 30 s
   [ -n "${NO_BENCH:-}" ] && exit 0   # NO_BENCH=1: the fit check alone
 fi
 COMPILE=${COMPILE---compile}
-CAND=${CANDIDATE-muon_impl=compiled_sym}
+DEFAULT_CAND=; [[ "${CONFIGS:-medium}" == *medium* ]] && DEFAULT_CAND=medium:muon_impl=compiled_sym   # medium's, where it runs
+CAND=${CANDIDATE-$DEFAULT_CAND}
 $PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto}" \
   --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute}" --muon_impl "${MUON_IMPL:-eager}" \
   ${CAND:+--candidate "$CAND"} $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-400}" \
