@@ -172,7 +172,8 @@ class Optimizers:
 
     def _scales(self) -> bool:
         "Whether every optimizer here can divide the gradients by a scale inside its own kernels: fused AdamW, compiled Muon."
-        return all(o.compiled if isinstance(o, Muon) else isinstance(o, torch.optim.Adam) and all(g.get("fused") for g in o.param_groups)
+        adam = (torch.optim.Adam, torch.optim.AdamW)   # (AdamW subclasses Adam in recent torch, not in every supported one)
+        return all(o.compiled if isinstance(o, Muon) else isinstance(o, adam) and all(g.get("fused") for g in o.param_groups)
                    for o in self.opts.values())
 
     def clip_grad_norm_(self, params, max_norm: float) -> Tensor:
