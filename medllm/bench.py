@@ -218,13 +218,10 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
         _sync(device); t0 = time.perf_counter()
         fit_steps(nonfinite, steps)
         _sync(device); return (time.perf_counter() - t0) / steps
-    clocks = {}   # CUDA: the card's clock, power and temperature while each of the two timings below runs
-    for mode in ("stop", "skip"):
-        with (_Clocks(_smi_id(device)) if device.type == "cuda" else contextlib.nullcontext()) as c:
-            timed = as_fit(mode)
-        clocks[mode] = c.result if c else None
-        if mode == "stop": step = timed
-        else: skip = timed
+    def sampled(nonfinite: str) -> tuple[float, dict | None]:   # as_fit, and on CUDA the card's clock, power and temperature meanwhile
+        with (_Clocks(_smi_id(device)) if device.type == "cuda" else contextlib.nullcontext()) as c: t = as_fit(nonfinite)
+        return t, c.result if c else None
+    (step, clocks), (skip, clocks_skip) = sampled("stop"), sampled("skip")
     try: waits = _host_waits(lambda: fit_steps("stop", 4), 4) if device.type == "cuda" else None
     except Exception as e: waits = {"error": f"{type(e).__name__}: {e}"}   # a diagnostic: its failure is recorded, the timings kept
     tokens = batch_size * seq_len
@@ -235,7 +232,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
             "graphs": graphs if impl == "medllm" else None, "docs": docs if impl == "medllm" else None,
             "doc_len": doc_len if docs == "on" else None, "compile": compile, "dtype": str(dtype).removeprefix("torch."),
             "steps": steps, "step_ms": step * 1e3, "tokens_per_s": tokens / step, "step_ms_synced": synced * 1e3, "step_ms_skip": skip * 1e3, "host_waits": waits,
-            "clocks": clocks["stop"], "clocks_skip": clocks["skip"],
+            "clocks": clocks, "clocks_skip": clocks_skip,
             "optimizer_share": statistics.median(t_opt) / synced, "first_step_s": first, "compile_s": max(first - synced, 0.0),
             "peak_memory_gb": _peak_memory_gb(device), "final_loss": float(loss)}
     if profile:   # after the figures above: the profiler's own overhead must not reach them

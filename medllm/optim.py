@@ -106,6 +106,8 @@ class Muon(torch.optim.Optimizer):
         loss = closure() if closure is not None else None
         dist = torch.distributed
         rank, world = (dist.get_rank(), dist.get_world_size()) if self.shard and dist.is_available() and dist.is_initialized() else (0, 1)
+        if self.grad_scale is not None and not self.compiled: raise ValueError("Muon divides by grad_scale in its compiled kernels only (compiled=True)")
+        lerp_scale = (self.grad_scale,) if self.compiled else ()             # the compiled lerp divides by it; eager has none
         owned, i = [], 0                                                      # (matrix, owning rank): what is broadcast
         for gi, g in enumerate(self.param_groups):
             lr, mom, wd, dtype = g["lr"], g["momentum"], g["weight_decay"], g["ns_dtype"]
@@ -127,8 +129,7 @@ class Muon(torch.optim.Optimizer):
             fused = {j for *_, mine in stacks for j in mine} if self.compiled else set()  # their momentum is fused below
             rest = [j for j in range(len(params)) if j not in fused]
             lerp = _fused(_lerp_each) if self.compiled else _lerp_momentum   # compiled: Inductor's rounding on every rank
-            if self.grad_scale is not None and not self.compiled: raise ValueError("Muon divides by grad_scale in its compiled kernels only (compiled=True)")
-            if rest: lerp([bufs[j] for j in rest], [grads[j] for j in rest], mom, *([self.grad_scale] if self.compiled else []))  # buf = mom·buf + (1-mom)·grad
+            if rest: lerp([bufs[j] for j in rest], [grads[j] for j in rest], mom, *lerp_scale)  # buf = mom·buf + (1-mom)·grad
             if self.compiled:
                 if gi not in self._lr: self._lr[gi] = torch.empty((), device=params[0].device)
                 lr_t = self._lr[gi]
@@ -164,6 +165,7 @@ class Optimizers:
     def __init__(self, opts: dict[str, torch.optim.Optimizer]):
         self.opts = opts
         self.steps = 0   # step() calls in this process
+        self._grad_scale = None   # set by clip_grad_norm_ where the optimizers clip in their own kernels; used by the next step
         for o in opts.values():
             for g in o.param_groups: g.setdefault("initial_lr", g["lr"])
 
@@ -177,19 +179,18 @@ class Optimizers:
                    for o in self.opts.values())
 
     def clip_grad_norm_(self, params, max_norm: float) -> Tensor:
-        """The gradients' total norm (a device tensor: no wait), and clipping to `max_norm` (0: none), as
-        `torch.nn.utils.clip_grad_norm_` does, which multiplies every gradient by min(1, max_norm / (norm + 1e-6)) in a pass
-        of its own. Where every optimizer can take the factor into its own kernels (`_scales`), the next `step` divides by
-        its inverse there instead (`grad_scale`), and that pass is not made."""
+        """The gradients' total norm (a device tensor: no wait), and clipping to `max_norm` (0: none). Elsewhere this is
+        `torch.nn.utils.clip_grad_norm_`, which multiplies every gradient by min(1, max_norm / (norm + 1e-6)) in a pass of
+        its own. Where every optimizer can take the factor into its own kernels (`_scales`), only the norm is measured
+        here, and the next `step` divides by the factor's inverse there (`grad_scale`): that pass is not made."""
+        if not self._scales(): return torch.nn.utils.clip_grad_norm_(params, max_norm or float("inf"))
         grads = [p.grad for p in params if p.grad is not None]
         norm = torch.linalg.vector_norm(torch.stack([n.float() for n in torch._foreach_norm(grads)])) if grads else torch.zeros(())
-        if not max_norm: return norm
-        if self._scales(): self._grad_scale = ((norm + 1e-6) / max_norm).clamp(min=1.0)
-        else: torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
+        if max_norm: self._grad_scale = ((norm + 1e-6) / max_norm).clamp(min=1.0)
         return norm
 
     def step(self):
-        scale, self._grad_scale = getattr(self, "_grad_scale", None), None   # the clipping this step's gradients wait for
+        scale, self._grad_scale = self._grad_scale, None   # the clipping this step's gradients wait for
         for i, o in enumerate(self.opts.values()):
             if i: kill_point("optimizer", self.steps)  # the reliability tests kill the run here: Muon has stepped, AdamW not yet
             o.grad_scale = scale                       # fused AdamW and compiled Muon divide by it (torch's GradScaler protocol)
