@@ -584,7 +584,7 @@ def main(argv: list[str] | None = None):
     p.add_argument("--candidate", action="append", default=[], metavar="KEY=VALUE,...",
                    help="settings run together in place of the recipe's, with every optimizer, before the variants "
                         "(e.g. loss=lse,muon_impl=compiled; keys: loss, attention, residual, muon_impl, graphs, docs); PRESET:KEY=VALUE,... "
-                        "for one preset only (medium:muon_impl=compiled_sym); repeatable")
+                        "for one preset only (medium:muon_impl=compiled_gram); repeatable")
     p.add_argument("--doc_len", type=int, default=DOC_LEN, help="mean tokens per synthetic document in a docs=on run (the batches are random tokens)")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--coordinate_descent", action="store_true", help="with --compile: Inductor's coordinate-descent tuning of its kernels, for both models")

@@ -15,24 +15,30 @@ from torch import Tensor
 from .core import kill_point
 
 # %% auto #0
-__all__ = ['NS_COEFFICIENTS', 'MUON_IMPLS', 'newton_schulz', 'Muon', 'Optimizers', 'build_optimizer', 'lr_multiplier']
+__all__ = ['NS_COEFFICIENTS', 'GRAM_MIN_ASPECT', 'MUON_IMPLS', 'newton_schulz', 'Muon', 'Optimizers', 'build_optimizer',
+           'lr_multiplier']
 
 # %% ../nbs/20_optim.ipynb #bfc5448a
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Keller Jordan's quintic: maximal slope at zero
+GRAM_MIN_ASPECT = 2   # newton_schulz(gram=True) takes the Gram form for matrices at least this many times wider than tall
 
 
 def newton_schulz(G: Tensor, steps: int = 5, coefficients=NS_COEFFICIENTS, eps: float = 1e-7,
-                  dtype: torch.dtype = torch.bfloat16, fold: bool = False, symmetric: bool = False) -> Tensor:
-    "Approximately orthogonalise a matrix (m, n), or a stack of same-shaped matrices (k, m, n), by `steps` Newton–Schulz iterations in `dtype` (`fold`: a·X folded into the product; `symmetric`: X Xᵀ and A² by a Triton kernel that computes half of each; both below)."
+                  dtype: torch.dtype = torch.bfloat16, fold: bool = False, symmetric: bool = False, gram: bool = False) -> Tensor:
+    "Approximately orthogonalise a matrix (m, n), or a stack of same-shaped matrices (k, m, n), by `steps` Newton–Schulz iterations in `dtype` (`fold`: a·X folded into the product; `symmetric`: X Xᵀ and A² by a Triton kernel that computes half of each; `gram`: the iterations on the short side's Gram matrix where the matrix is at least `GRAM_MIN_ASPECT` times wider than tall; all three below)."
     if G.ndim not in (2, 3): raise ValueError(f"Muon orthogonalises 2-D matrices (or a stack of them), got shape {tuple(G.shape)}")
     a, b, c = coefficients
     mm = torch.addmm if G.ndim == 2 else torch.baddbmm  # a stack: one batched product per stage, not one per matrix
     X = G.to(dtype)
     tall = G.size(-2) > G.size(-1)
     if tall: X = X.mT                                 # iterate on the wide side: X Xᵀ is the smaller Gram matrix
-    defer = symmetric and fold                        # the norm's division folded into the first iteration (below)
+    gram = gram and X.size(-1) >= GRAM_MIN_ASPECT * X.size(-2)
+    defer = symmetric and (fold or gram)              # the norm's division folded into the kernel's epilogue (below)
     if defer: inv = 1 / torch.linalg.vector_norm(X, dim=(-2, -1), dtype=torch.float32).clamp(min=eps).reshape(-1)
     else: X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # Frobenius norm >= spectral norm: all singular values <= 1
+    if gram:
+        X = _gram_iterations(X, steps, coefficients, inv if defer else None, symmetric)
+        return X.mT if tall else X
     if symmetric: from medllm.kernels import sym_product   # Triton, imported on first use
     for i in range(steps):
         if symmetric:                                 # only the tiles on and above the diagonal, mirrored
@@ -45,6 +51,35 @@ def newton_schulz(G: Tensor, steps: int = 5, coefficients=NS_COEFFICIENTS, eps: 
             if fold: B.diagonal(dim1=-2, dim2=-1).add_(a)
         X = B @ X if fold else mm(X, B, X, beta=a)    # (a·I + B)·X: a plain product, X is not copied into its result; or a·X + B·X
     return X.mT if tall else X
+
+
+def _gram_iterations(X: Tensor, steps: int, coefficients, inv: Tensor | None, symmetric: bool) -> Tensor:
+    "Newton–Schulz on a wide X (…, m, n), m < n, carried on its m × m Gram matrix: X itself is formed after iteration ⌊steps/2⌋ + 1 and after the last (`inv`: 1/‖X‖ per matrix, still to apply; `symmetric`: every product by `sym_product`)."
+    a, b, c = coefficients
+    if symmetric:
+        from medllm.kernels import sym_product
+        def gram_of(X, scale=None): return sym_product(X, scale=scale)                     # X Xᵀ
+        def poly(A): return sym_product(A, A, alpha=c, beta=b, diag=a)                      # a·I + b·A + c·A²
+        def mul(P, R, scale=None): return sym_product(P, scale=scale, other=R)              # P·R: P and R commute
+    else:
+        def gram_of(X, scale=None): return X @ X.mT
+        def poly(A):
+            B = (torch.addmm if A.ndim == 2 else torch.baddbmm)(A, A, A, beta=b, alpha=c)
+            B.diagonal(dim1=-2, dim2=-1).add_(a)
+            return B
+        def mul(P, R, scale=None): return P @ R
+    middle = steps // 2 + 1                            # 5 steps: X formed after the third and after the fifth
+    A, Q = gram_of(X, None if inv is None else inv * inv), None   # A = X Xᵀ of X divided by its norm
+    for i in range(steps):
+        B = poly(A)                                   # this iteration is X ← B·X, and so Q ← B·Q: X = Q·X₀
+        form = i == steps - 1 or i + 1 == middle
+        Q = B if Q is None else mul(B, Q, inv if form else None)   # the norm's division, if still due, on the small Q
+        if form:
+            if inv is not None and Q is B: Q = (Q * inv.reshape(*Q.shape[:-2], 1, 1)).to(Q.dtype)
+            X, Q, inv = Q @ X, None, None             # X formed: the m × n product, twice in all
+            if i < steps - 1: A = gram_of(X)          # and its Gram matrix afresh: the bf16 errors of A do not build up
+        else: A = mul(A, gram_of(B))                  # X's next Gram matrix, B·A·B = A·B², from m × m products alone
+    return X
 
 # %% ../nbs/20_optim.ipynb #a641496c
 def _lerp_momentum(bufs: list[Tensor], grads: list[Tensor], momentum: float):
@@ -86,11 +121,12 @@ class Muon(torch.optim.Optimizer):
     "Muon: SGD-momentum whose update is orthogonalised by Newton–Schulz; for 2-D hidden matrices only."
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True, weight_decay: float = 0.0,
                  ns_steps: int = 5, ns_dtype: torch.dtype = torch.bfloat16, shard: bool = True, compiled: bool = False,
-                 ns_fold: bool = False, ns_symmetric: bool = False):
+                 ns_fold: bool = False, ns_symmetric: bool = False, ns_gram: bool = False):
         self.shard = shard        # under torch.distributed: each rank orthogonalises its share of the matrices, then broadcasts
         self.compiled = compiled  # the elementwise work before and after Newton–Schulz fused by torch.compile (see above)
         self.ns_fold = ns_fold    # newton_schulz(fold=True): a·X folded into the product (see above)
         self.ns_symmetric = ns_symmetric   # newton_schulz(symmetric=True): the symmetric products by medllm.kernels (see above)
+        self.ns_gram = ns_gram    # newton_schulz(gram=True): the wide matrices' iterations on their Gram matrices (see above)
         self.grad_scale = None    # compiled: a device tensor the gradients are divided by, inside the fused kernels (clipping)
         self._lr = {}             # compiled: each group's learning rate as a device tensor
         if lr <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
@@ -142,7 +178,8 @@ class Muon(torch.optim.Optimizer):
                     U = torch._foreach_lerp(G, B, mom) if g["nesterov"] else B  # look ahead along the momentum
                     X = torch.empty(len(P), short, long, dtype=dtype, device=P[0].device)
                     torch._foreach_copy_([x.mT if t else x for x, t in zip(X.unbind(0), tall)], U)  # cast into one stack: one pass
-                update = newton_schulz(X, g["ns_steps"], dtype=dtype, fold=self.ns_fold, symmetric=self.ns_symmetric)  # (k, short, long)
+                update = newton_schulz(X, g["ns_steps"], dtype=dtype, fold=self.ns_fold, symmetric=self.ns_symmetric,
+                                       gram=self.ns_gram)  # (k, short, long)
                 if self.compiled:
                     _fused(_apply_update)(P, update, tall, tuple(math.sqrt(long / short) if t else 1.0 for t in tall), lr_t, wd)
                     continue
@@ -157,7 +194,7 @@ class Muon(torch.optim.Optimizer):
         return loss
 
 # %% ../nbs/20_optim.ipynb #66193aa2
-MUON_IMPLS = ("eager", "compiled", "compiled_fold", "compiled_sym")   # Muon's elementwise work: foreach kernels, or fused by torch.compile (and a·X folded, and the symmetric products halved)
+MUON_IMPLS = ("eager", "compiled", "compiled_fold", "compiled_sym", "compiled_gram")   # Muon's elementwise work: foreach kernels, or fused by torch.compile (and a·X folded, and the symmetric products halved, and the wide matrices in the Gram form)
 
 
 class Optimizers:
@@ -216,7 +253,7 @@ class Optimizers:
 def build_optimizer(model: torch.nn.Module, optimizer: str = "muon", lr_matrix: float = 0.02, lr_embed: float = 0.2,
                     lr_head: float = 0.004, lr_scalar: float = 0.02, lr_adamw: float = 3e-3, weight_decay: float = 0.0,
                     fused: bool | None = None, muon_impl: str = "eager") -> Optimizers:
-    "Muon on the 2-D hidden matrices and AdamW on embedding, head and gains ('muon'), or AdamW on everything ('adamw'). `muon_impl`: Muon's elementwise work as foreach kernels ('eager'), fused by torch.compile ('compiled'), and also a·X folded into Newton–Schulz's product ('compiled_fold'), and also its symmetric products by a Triton kernel ('compiled_sym', CUDA)."
+    "Muon on the 2-D hidden matrices and AdamW on embedding, head and gains ('muon'), or AdamW on everything ('adamw'). `muon_impl`: Muon's elementwise work as foreach kernels ('eager'), fused by torch.compile ('compiled'), and also a·X folded into Newton–Schulz's product ('compiled_fold'), and also its symmetric products by a Triton kernel ('compiled_sym', CUDA), and also the wide matrices' iterations in the Gram form ('compiled_gram': its products by the Triton kernel on CUDA, by PyTorch elsewhere)."
     if optimizer not in ("muon", "adamw"): raise ValueError(f"unknown optimizer {optimizer!r}: use muon or adamw")
     if muon_impl not in MUON_IMPLS: raise ValueError(f"unknown muon_impl {muon_impl!r}: use {' or '.join(MUON_IMPLS)}")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -234,9 +271,11 @@ def build_optimizer(model: torch.nn.Module, optimizer: str = "muon", lr_matrix: 
     if muon_impl == "compiled_sym" and matrices:
         from medllm.kernels import sym_product_runs_on
         if not sym_product_runs_on(matrices[0].device):
-            raise ValueError(f"muon_impl compiled_sym runs a Triton kernel on a CUDA GPU; the model is on {matrices[0].device.type}: use eager, compiled or compiled_fold")
+            raise ValueError(f"muon_impl compiled_sym runs a Triton kernel on a CUDA GPU; the model is on {matrices[0].device.type}: use eager, compiled, compiled_fold or compiled_gram")
+    sym = muon_impl == "compiled_sym" or muon_impl == "compiled_gram" and bool(matrices) and matrices[0].is_cuda   # else PyTorch's products
     muon = Muon(matrices, lr=lr_matrix, weight_decay=weight_decay, compiled=muon_impl != "eager",
-                ns_fold=muon_impl in ("compiled_fold", "compiled_sym"), ns_symmetric=muon_impl == "compiled_sym")
+                ns_fold=muon_impl in ("compiled_fold", "compiled_sym", "compiled_gram"), ns_symmetric=sym,
+                ns_gram=muon_impl == "compiled_gram")
     return Optimizers({"muon": muon, "adamw": adamw})
 
 # %% ../nbs/20_optim.ipynb #42cf4faf

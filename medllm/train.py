@@ -58,7 +58,7 @@ class TrainConfig:
     max_steps: int | None = 200       # optimizer steps (or derived from max_tokens)
     max_tokens: int | None = None     # training tokens; sets max_steps when max_steps is None
     optimizer: str = "muon"           # muon (Muon on matrices + AdamW) or adamw
-    muon_impl: str = "eager"          # Muon's elementwise work: eager (foreach kernels), compiled (fused by torch.compile), compiled_fold (also a·X folded into Newton–Schulz), compiled_sym (also its symmetric products in Triton; CUDA; 20_optim)
+    muon_impl: str = "eager"          # Muon's elementwise work: eager (foreach kernels), compiled (fused by torch.compile), compiled_fold (also a·X folded into Newton–Schulz), compiled_sym (also its symmetric products in Triton; CUDA), compiled_gram (also the wide matrices' iterations in the Gram form; 20_optim)
     lr_matrix: float = 0.02           # Muon learning rate
     lr_embed: float = 0.2             # AdamW: embedding
     lr_head: float = 0.004            # AdamW: output head

@@ -10,8 +10,9 @@ SHAPES = [(16, 8), (8, 16), (12, 12), (4, 20), (20, 4), (12, 12), (16, 8), (12, 
 def run(shard: bool, impl: str = "eager"):
     torch.manual_seed(0)
     ps = [torch.nn.Parameter(torch.randn(*s)) for s in SHAPES]
-    sym = impl == "compiled_sym"                         # the symmetric products in Triton (its interpreter here: TRITON_INTERPRET=1)
-    opt = optim.Muon(ps, lr=0.02, weight_decay=0.01, shard=shard, compiled=impl != "eager", ns_fold=sym, ns_symmetric=sym)
+    sym = impl in ("compiled_sym", "compiled_gram")      # the symmetric products in Triton (its interpreter here: TRITON_INTERPRET=1)
+    opt = optim.Muon(ps, lr=0.02, weight_decay=0.01, shard=shard, compiled=impl != "eager", ns_fold=sym, ns_symmetric=sym,
+                     ns_gram=impl == "compiled_gram")    # (4, 20), (20, 4), (16, 8), (8, 16): wide enough for the Gram form
     calls, orig = [0], optim.newton_schulz
 
     def counted(G, *a, **k):                             # matrices orthogonalised (a stack counts each of its matrices)
@@ -32,7 +33,7 @@ def run(shard: bool, impl: str = "eager"):
 if __name__ == "__main__":
     dist.init_process_group("gloo")
     rank = dist.get_rank()
-    for impl in ("eager", "compiled", "compiled_sym"):   # eager, the elementwise work compiled, and the symmetric products (20_optim)
+    for impl in ("eager", "compiled", "compiled_sym", "compiled_gram"):   # eager, the elementwise work compiled, the symmetric products, the Gram form (20_optim)
         sharded, n_sharded, opt = run(True, impl)
         replicated, n_replicated, _ = run(False, impl)
         assert all(torch.equal(x, y) for x, y in zip(sharded, replicated)), f"sharded Muon differs from replicated Muon ({impl=})"

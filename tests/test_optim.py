@@ -30,6 +30,27 @@ def test_stacked_newton_schulz_equals_one_matrix_at_a_time():
         for g, x in zip(G, X): torch.testing.assert_close(x, newton_schulz(g, dtype=torch.float32), rtol=1e-4, atol=1e-5)
 
 
+def test_gram_form_is_the_same_iteration():
+    """newton_schulz(gram=True): in float64 the standard iteration, to rounding, for stacks, one matrix and tall ones, at
+    any number of steps; matrices less than twice as wide as tall keep the standard iteration, bit for bit; in bf16, on a
+    gradient-like stack (singular values over three decades), as near float64 as the standard iteration, with no singular
+    value blown up (the Gram form without X formed midway reaches 3.4 here: 20_optim)."""
+    torch.manual_seed(0)
+    for G in (torch.randn(3, 20, 64), torch.randn(20, 64), torch.randn(2, 64, 20)):
+        for steps in (1, 2, 3, 5, 6):
+            torch.testing.assert_close(newton_schulz(G, steps, dtype=torch.float64, gram=True), newton_schulz(G, steps, dtype=torch.float64),
+                                       rtol=1e-10, atol=1e-12)
+    G = torch.randn(2, 40, 70)
+    assert torch.equal(newton_schulz(G, gram=True), newton_schulz(G))
+    k, m, n = 4, 128, 352
+    U, V = torch.linalg.qr(torch.randn(k, m, m))[0], torch.linalg.qr(torch.randn(k, n, m))[0]
+    G = U @ torch.diag_embed(torch.logspace(0, -3, m).expand(k, m)) @ V.mT
+    ref = newton_schulz(G.double(), dtype=torch.float64)
+    dist = {gram: ((newton_schulz(G, gram=gram).double() - ref).norm() / ref.norm()).item() for gram in (False, True)}
+    assert dist[True] < 1.2 * dist[False], dist
+    assert torch.linalg.svdvals(newton_schulz(G, gram=True).double()).max() < 1.05 * torch.linalg.svdvals(ref).max()
+
+
 @pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon appeared in torch 2.9")
 def test_muon_matches_torch_muon():
     torch.manual_seed(1)
@@ -93,17 +114,19 @@ def test_sharded_muon_under_torchrun_equals_replicated():
     assert r.returncode == 0, r.stderr[-2000:]
     import re
     got = sorted(re.findall(r"rank (\d): (\w+): matrices orthogonalised sharded (\d+) replicated (\d+)", r.stdout))   # lines may interleave
-    assert got == [(rank, impl, "12", "24") for rank in "01" for impl in ("compiled", "compiled_sym", "eager")], r.stdout
+    assert got == [(rank, impl, "12", "24") for rank in "01" for impl in ("compiled", "compiled_gram", "compiled_sym", "eager")], r.stdout
 
 
 def test_muon_impls_agree_with_eager():
-    """compiled (Inductor's rounding) and compiled_fold (a·X folded into Newton–Schulz's product) move the weights as eager
-    does, within bf16 noise. Full-rank gradients: a low-rank one (a tiny batch) has directions that are rounding noise,
-    which Newton–Schulz scales up to the size of the others, in every implementation differently."""
+    """compiled (Inductor's rounding), compiled_fold (a·X folded into Newton–Schulz's product) and compiled_gram (the wide
+    matrices' iterations in the Gram form, PyTorch's products off CUDA) move the weights as eager does, within bf16
+    noise. Full-rank gradients: a low-rank one (a tiny batch) has directions that are rounding noise, which Newton–Schulz
+    scales up to the size of the others, in every implementation differently."""
     m = GPT(get_config("nano", vocab_size=256, n_layer=1))
     cpu_impls = [i for i in MUON_IMPLS if i != "compiled_sym"]   # compiled_sym: CUDA, or the interpreter (the test below)
-    flags = {impl: (lambda o: (o.compiled, o.ns_fold, o.ns_symmetric))(build_optimizer(m, muon_impl=impl).opts["muon"]) for impl in cpu_impls}
-    assert flags == {"eager": (False, False, False), "compiled": (True, False, False), "compiled_fold": (True, True, False)}
+    flags = {impl: (lambda o: (o.compiled, o.ns_fold, o.ns_symmetric, o.ns_gram))(build_optimizer(m, muon_impl=impl).opts["muon"]) for impl in cpu_impls}
+    assert flags == {"eager": (False, False, False, False), "compiled": (True, False, False, False), "compiled_fold": (True, True, False, False),
+                     "compiled_gram": (True, True, False, True)}   # compiled_gram off CUDA: the Gram form with PyTorch's products
     with pytest.raises(ValueError, match="unknown muon_impl"): build_optimizer(m, muon_impl="fused")
     if os.environ.get("TRITON_INTERPRET") != "1":
         with pytest.raises(ValueError, match="compiled_sym runs a Triton kernel on a CUDA GPU"): build_optimizer(m, muon_impl="compiled_sym")
@@ -113,13 +136,13 @@ def test_muon_impls_agree_with_eager():
     final = {}
     for impl in cpu_impls:
         W = [w.clone().requires_grad_() for w in W0]
-        opt = Muon(W, weight_decay=0.1, compiled=impl != "eager", ns_fold=impl == "compiled_fold")
+        opt = Muon(W, weight_decay=0.1, compiled=impl != "eager", ns_fold=impl == "compiled_fold", ns_gram=impl == "compiled_gram")
         for step, gs in enumerate(grads):
             for w, g in zip(W, gs): w.grad = g.clone()
             for group in opt.param_groups: group["lr"] = 0.02 * (1 - step / 8)
             opt.step()
         final[impl] = W
-    for impl in ("compiled", "compiled_fold"):
+    for impl in ("compiled", "compiled_fold", "compiled_gram"):   # (64, 32) and (32, 64): the Gram form's aspect, 2
         gap = [((a - b).norm() / (b - w0).norm()).item() for a, b, w0 in zip(final[impl], final["eager"], W0)]
         assert max(gap) < (0.01 if impl == "compiled" else 0.05), (impl, gap)
 
@@ -145,34 +168,42 @@ for bad, msg in ((lambda: sym_product(torch.randn(2, 2, 3, 3)), "matrix or a sta
                  (lambda: sym_product(torch.randn(2, 4, 6), torch.randn(2, 4, 5)), "expected")):
     try: bad(); raise AssertionError(msg)
     except ValueError as e: assert msg in str(e), e
+A, B = sym_product(torch.randn(2, 40, 64)), torch.randn(2, 40, 40)    # `other`: the tiles on and above the diagonal of A·Bᵀ
+assert rel(sym_product(A, other=B).triu(), (A @ B.mT).triu()) < 1e-6
+P = sym_product(A, A, alpha=2.0, beta=-1.0, diag=0.5)                 # commutes with A: the product is symmetric, mirrored
+assert torch.equal(sym_product(A, other=P), sym_product(A, other=P).mT) and rel(sym_product(A, other=P), A @ P) < 1e-6
 G = torch.randn(3, 48, 80)
 for fold in (False, True):
     torch.testing.assert_close(newton_schulz(G, dtype=torch.float32, fold=fold, symmetric=True), newton_schulz(G, dtype=torch.float32, fold=fold), rtol=1e-4, atol=1e-5)
+for G1 in (torch.randn(3, 24, 80), torch.randn(24, 60).mT):   # the Gram form, its products by the kernel: the same iteration
+    torch.testing.assert_close(newton_schulz(G1, dtype=torch.float32, symmetric=True, gram=True), newton_schulz(G1, dtype=torch.float32), rtol=1e-4, atol=1e-5)
 o = build_optimizer(GPT(get_config("nano", vocab_size=256, n_layer=1)), muon_impl="compiled_sym").opts["muon"]
 assert (o.compiled, o.ns_fold, o.ns_symmetric) == (True, True, True)
 torch.manual_seed(0)                                        # four steps under a schedule, against eager (as the test above)
 W0 = [torch.randn(*s) for s in ((64, 32), (32, 64), (64, 32), (48, 48), (48, 48))]
 grads = [[torch.randn_like(w) for w in W0] for _ in range(4)]
 final = {}
-for sym in (False, True):
+for impl in ("eager", "sym", "gram"):                        # compiled_sym, and compiled_gram as on CUDA (with the kernel)
     W = [w.clone().requires_grad_() for w in W0]
-    opt = Muon(W, weight_decay=0.1, compiled=sym, ns_fold=sym, ns_symmetric=sym)
+    c = impl != "eager"
+    opt = Muon(W, weight_decay=0.1, compiled=c, ns_fold=c, ns_symmetric=c, ns_gram=impl == "gram")
     for step, gs in enumerate(grads):
         for w, g in zip(W, gs): w.grad = g.clone()
         for group in opt.param_groups: group["lr"] = 0.02 * (1 - step / 8)
         opt.step()
-    final[sym] = W
-gap = [((a - b).norm() / (b - w0).norm()).item() for a, b, w0 in zip(final[True], final[False], W0)]
-assert max(gap) < 0.05, gap
-print("ok", max(gap))
+    final[impl] = W
+gaps = {impl: max(((a - b).norm() / (b - w0).norm()).item() for a, b, w0 in zip(final[impl], final["eager"], W0)) for impl in ("sym", "gram")}
+assert max(gaps.values()) < 0.05, gaps
+print("ok", gaps)
 """
 
 
 def test_symmetric_products_in_triton_interpreter():
     """`sym_product` (13_kernels) in Triton's interpreter on the CPU: X Xᵀ and a·I + b·A + c·A² against PyTorch, mirrored
-    exactly, for a matrix, stacks with part-filled tiles and a transposed input; bad shapes are refused; Newton–Schulz
-    with it equals PyTorch's in float32; `--muon_impl compiled_sym` moves the weights as eager Muon does, within bf16
-    noise. In its own process: the interpreter must be chosen before Triton is imported."""
+    exactly, for a matrix, stacks with part-filled tiles and a transposed input; bad shapes are refused; with `other`,
+    the upper tiles of X Yᵀ, and a symmetric product of commuting matrices mirrored; Newton–Schulz with it equals
+    PyTorch's in float32, in the standard and the Gram form; `--muon_impl compiled_sym`, and `compiled_gram` as it runs on
+    CUDA (with the kernel), move the weights as eager Muon does, within bf16 noise. In its own process: the interpreter must be chosen before Triton is imported."""
     import subprocess
     import sys
     r = subprocess.run([sys.executable, "-c", SYM_SCRIPT], capture_output=True, text=True, timeout=600,

