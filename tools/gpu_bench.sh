@@ -24,8 +24,12 @@
 #   PROFILE=0 BUDGET=240 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh` (179 s; bench_h200_run6_graphs.json),
 #   `python3 tools/doc_mask_check.py` (47 s; doc_mask_check_h200.log), and small alone with BUDGET=80 (114 s, cut short).
 #
-#   next:         run(command="CHECK=1 BUDGET=360 bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=570): the whole run
-#                 again (about 540 s with run 5's 70-77 s compiles and the check's 40 s, an estimate), with what was built after run 5 and never run on a GPU:
+#   next:         run(command="CHECK=1 BUDGET=375 bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=590): the whole run
+#                 again, with what was built after run 5 and never run on a GPU. Estimated from run 5's 70-77 s compiles:
+#                 the check about 50 s; then medium's recipe, AdamW and transformers about 195 s, the two candidates
+#                 about 95 s (the first compiles Muon's functions), small's recipe about 75 s, so small's AdamW run starts
+#                 before the 375 s budget and all three targets can fall in one run; small's transformers run may push
+#                 the whole past 590 s, and the JSON, written after every run, still comes back. What is new:
 #                 Newton–Schulz's Gram form for the wide matrices (`compiled_gram`, the first candidate, beside
 #                 `compiled_sym`: 32% fewer operations on medium's 72 wide matrices, counted), the deferred norm,
 #                 momentum buffers made once, clipping inside fused AdamW and the compiled Muon, the
