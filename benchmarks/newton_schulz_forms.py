@@ -1,11 +1,14 @@
 """Newton–Schulz alone, in its standard and its Gram form (20_optim), side by side on one stack of wide matrices.
 
     python benchmarks/newton_schulz_forms.py [--shape 4,1024,2816] [--rounds 5] [--dtype bfloat16] [--threads 2] [--device cpu]
+        [--checkpoint runs/demo/checkpoint_000300.pt]
 
 Each round times one call of each form, in alternating order; the median over rounds is printed with the ratio, and
 the products' operations as PyTorch's `FlopCounterMode` counts them. On a CUDA device the symmetric products
 (`medllm.kernels.sym_product`) are timed too, in both forms. The default shape is four of medium's 72 wide matrices
-(1024 × 2816): on a 2-core CPU a call takes seconds.
+(1024 × 2816): on a 2-core CPU a call takes seconds. Each form's distance from the float64 iteration is printed too,
+on the timed (Gaussian) stack and, with `--checkpoint`, on the wide momentum buffers of a `medllm-train` checkpoint's
+Muon: the matrices the iteration meets in training.
 """
 import argparse
 import statistics
@@ -14,13 +17,26 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from medllm.optim import newton_schulz
+from medllm.checkpoint import load_checkpoint
+from medllm.optim import GRAM_MIN_ASPECT, newton_schulz
 
 
 def flops(shape, **kw) -> int:
     "The products' operations of one call, counted on meta tensors."
     with FlopCounterMode(display=False) as fc: newton_schulz(torch.empty(shape, device="meta"), **kw)
     return fc.get_total_flops()
+
+
+def distance(G: torch.Tensor, dtype, **kw) -> float:
+    "How far one form lands from the float64 iteration, relative."
+    ref = newton_schulz(G.double(), dtype=torch.float64)
+    return ((newton_schulz(G, dtype=dtype, **kw).double() - ref).norm() / ref.norm()).item()
+
+
+def momentum_buffers(path: str) -> list[torch.Tensor]:
+    "The Muon momentum buffers of a checkpoint that are wide enough for the Gram form."
+    state = load_checkpoint(path)["optimizer"]["muon"]["state"].values()
+    return [s["momentum_buffer"] for s in state if max(s["momentum_buffer"].shape) >= GRAM_MIN_ASPECT * min(s["momentum_buffer"].shape)]
 
 
 def main():
@@ -30,6 +46,7 @@ def main():
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--checkpoint", help="a medllm-train checkpoint: each form's distance from float64 on its wide momentum buffers")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     shape, dev, dtype = tuple(int(x) for x in a.shape.split(",")), torch.device(a.device), getattr(torch, a.dtype)
@@ -50,9 +67,14 @@ def main():
     base = statistics.median(times["standard"])
     print(f"Newton–Schulz, five iterations, {a.dtype}, on {shape[0]} matrices {shape[1]} × {shape[2]} ({dev}, {a.rounds} rounds; "
           f"products: {flops(shape) / 1e9:.0f} GFLOP standard, {flops(shape, gram=True) / 1e9:.0f} in the Gram form)")
+    bufs = momentum_buffers(a.checkpoint) if a.checkpoint else []
     for k, ts in times.items():
         t = statistics.median(ts)
-        print(f"  {k:22} {t * 1e3:10.1f} ms   {base / t:.2f}x the standard form")
+        line = f"  {k:22} {t * 1e3:10.1f} ms   {base / t:.2f}x the standard form   from float64: {distance(G, dtype, **forms[k]):.2%}"
+        if bufs:
+            d = [distance(b.to(dev), dtype, **forms[k]) for b in bufs]
+            line += f", on the checkpoint's {len(d)} wide momentum buffers {statistics.mean(d):.2%} (at most {max(d):.2%})"
+        print(line)
 
 
 if __name__ == "__main__":
