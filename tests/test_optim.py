@@ -209,3 +209,26 @@ def test_symmetric_products_in_triton_interpreter():
     r = subprocess.run([sys.executable, "-c", SYM_SCRIPT], capture_output=True, text=True, timeout=600,
                        env={**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "2"})
     assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr[-3000:]
+
+
+def test_newton_schulz_forms_benchmark_runs(tmp_path):
+    """benchmarks/newton_schulz_forms.py on a small stack and on a checkpoint's momentum buffers (one saved by
+    `save_checkpoint` after a Muon step, as `fit` saves them): both forms timed, each one's distance from float64; a shape
+    the Gram form does not take is refused in one line, exit code 2."""
+    import subprocess
+    import sys
+    from medllm.checkpoint import save_checkpoint
+    m = GPT(get_config("nano", vocab_size=256, n_layer=1))
+    opt = build_optimizer(m)
+    x = torch.randint(0, 256, (2, 16))
+    m(x, x).backward(); opt.step()
+    path = save_checkpoint(tmp_path, 1, {"optimizer": opt.state_dict()})
+    script = Path(__file__).parents[1] / "benchmarks" / "newton_schulz_forms.py"
+    r = subprocess.run([sys.executable, str(script), "--shape", "2,16,40", "--rounds", "1", "--checkpoint", str(path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [l for l in r.stdout.splitlines() if "x the standard form" in l]
+    assert [l.split()[0] for l in lines] == ["standard", "gram"], r.stdout
+    assert all("on the checkpoint's 3 wide momentum buffers" in l for l in lines), r.stdout   # nano's gate, up, down
+    bad = subprocess.run([sys.executable, str(script), "--shape", "2,16,20"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "n >= 2m" in bad.stderr and "Traceback" not in bad.stderr
