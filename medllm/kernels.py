@@ -19,15 +19,15 @@ except ImportError:   # no Triton (macOS, a bare CPU install): `sym_product` say
 # %% ../nbs/13_kernels.ipynb #1e37199d
 if triton is not None:
     @triton.jit
-    def _sym_kernel(X, Y, C, ADD, SCALE, M, K, sxb, sxm, sxk, syb, sym, syk, scb, scm, scn, sab, sam, san, alpha, beta, diag,
+    def _sym_kernel(X, C, ADD, SCALE, M, K, sxb, sxm, sxk, scb, scm, scn, sab, sam, san, alpha, beta, diag,
                     HAS_ADD: tl.constexpr, HAS_SCALE: tl.constexpr, EVEN: tl.constexpr, UPCAST: tl.constexpr,
                     IEEE: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr):
-        "One BM × BM tile (rows pid_m, columns pid_n) of alpha·X Yᵀ (+ beta·ADD) (+ diag·I), times SCALE[b], for stack entry b; mirrored below (Y is X, or another matrix the caller vouches gives a symmetric product)."
+        "One BM × BM tile (rows pid_m, columns pid_n) of alpha·X Xᵀ (+ beta·ADD) (+ diag·I), times SCALE[b], for stack entry b; mirrored below."
         pid_m, pid_n, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         if pid_m > pid_n: return                                  # below the diagonal: the mirror of a tile above it
         rm, rn, rk = pid_m * BM + tl.arange(0, BM), pid_n * BM + tl.arange(0, BM), tl.arange(0, BK)
         xm = X + b * sxb + rm[:, None] * sxm + rk[None, :] * sxk  # rows rm of X, columns k..k+BK
-        xn = Y + b * syb + rn[:, None] * sym + rk[None, :] * syk  # rows rn of Y (X itself for X Xᵀ)
+        xn = X + b * sxb + rn[:, None] * sxm + rk[None, :] * sxk  # rows rn
         acc = tl.zeros((BM, BM), dtype=tl.float32)
         for k in range(0, tl.cdiv(K, BK)):
             kk = k * BK + rk
@@ -41,7 +41,7 @@ if triton is not None:
             if IEEE: acc = tl.dot(u, tl.trans(v), acc, input_precision="ieee")   # float32 in: float32 products, not TF32
             else: acc = tl.dot(u, tl.trans(v), acc)
             xm += BK * sxk
-            xn += BK * syk
+            xn += BK * sxk
         inside = (rm[:, None] < M) & (rn[None, :] < M)
         acc = acc * alpha
         if HAS_ADD: acc += beta * tl.load(ADD + b * sab + rm[:, None] * sam + rn[None, :] * san, mask=inside, other=0.0).to(tl.float32)
@@ -70,24 +70,19 @@ def sym_product_runs_on(device: torch.device) -> bool:
 
 
 def sym_product(X: torch.Tensor, add: torch.Tensor | None = None, alpha: float = 1.0, beta: float = 0.0,
-                diag: float = 0.0, scale: torch.Tensor | None = None, other: torch.Tensor | None = None) -> torch.Tensor:
-    "scale·(alpha·X Yᵀ + beta·add + diag·I) for a matrix X (m, n) or a stack (k, m, n), in X's dtype, `scale` a float32 factor per matrix (k,) or none, Y = `other` or X: only the tiles on and above the diagonal are computed, and mirrored (`add` must be symmetric, and so must X Yᵀ: with `other`, the caller vouches for it, as for two symmetric matrices that commute)."
+                diag: float = 0.0, scale: torch.Tensor | None = None) -> torch.Tensor:
+    "scale·(alpha·X Xᵀ + beta·add + diag·I) for a matrix X (m, n) or a stack (k, m, n), in X's dtype, `scale` a float32 factor per matrix (k,) or none: only the tiles on and above the diagonal are computed, and mirrored (`add` must be symmetric)."
     if not sym_product_runs_on(X.device): raise RuntimeError(_WHY)
-    if X.ndim == 2:
-        return sym_product(X[None], None if add is None else add[None], alpha, beta, diag, None if scale is None else scale.reshape(1),
-                           None if other is None else other[None])[0]
+    if X.ndim == 2: return sym_product(X[None], None if add is None else add[None], alpha, beta, diag, None if scale is None else scale.reshape(1))[0]
     if X.ndim != 3: raise ValueError(f"sym_product takes a matrix or a stack of them, got shape {tuple(X.shape)}")
     k, M, K = X.shape
     if add is not None and tuple(add.shape) != (k, M, M): raise ValueError(f"add has shape {tuple(add.shape)}, expected {(k, M, M)}")
-    if other is not None and (other.shape != X.shape or other.dtype != X.dtype):
-        raise ValueError(f"other must match X: {X.dtype} {tuple(X.shape)}, got {other.dtype} {tuple(other.shape)}")
     if scale is not None and (tuple(scale.shape) != (k,) or scale.dtype != torch.float32):
         raise ValueError(f"scale must be float32 of shape {(k,)}, got {scale.dtype} {tuple(scale.shape)}")
     if X.stride(-1) != 1: X = X.contiguous()                   # rows read along k
-    Y = X if other is None else other if other.stride(-1) == 1 else other.contiguous()
     C = torch.empty(k, M, M, dtype=X.dtype, device=X.device)
     ref = C if add is None else add
-    args = (X, Y, C, ref, C if scale is None else scale.contiguous(), M, K, *X.stride(), *Y.stride(), *C.stride(), *ref.stride(),
+    args = (X, C, ref, C if scale is None else scale.contiguous(), M, K, *X.stride(), *C.stride(), *ref.stride(),
             float(alpha), float(beta), float(diag))
     flags = dict(HAS_ADD=add is not None, HAS_SCALE=scale is not None, IEEE=X.dtype == torch.float32)
     if X.is_cuda: _sym_tuned[lambda meta: (triton.cdiv(M, meta["BM"]), triton.cdiv(M, meta["BM"]), k)](*args, UPCAST=False, **flags)

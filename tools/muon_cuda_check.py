@@ -10,8 +10,8 @@ Then the symmetric products (`medllm.kernels.sym_product`, Triton) against PyTor
 against float32, and, on a GPU, Newton–Schulz alone on `medium`'s two stacks with PyTorch's products and with the
 symmetric ones (both with the fold), and in the Gram form (`gram=True`, 20_optim), and the tile shape the autotuner chose.
 Also the compiled momentum kernel dividing by a clipping scale (`grad_scale`), the symmetric product scaled per matrix
-(the deferred norm), the product of two commuting symmetric matrices (`other`, the Gram form's), and the Gram form in
-float32 (the same iteration) and in bf16 on a gradient-like stack (as near float64 as the standard iteration)."""
+(the deferred norm), and the Gram form, X's Gram matrices by the kernel, in float32 (the same iteration) and in bf16 on
+a gradient-like stack (as near float64 as the standard iteration)."""
 import os, sys, time, traceback, torch
 
 dev = torch.device(sys.argv[1] if len(sys.argv) > 1 else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -125,11 +125,9 @@ try:
     err_b, torch_b = rel(Bm, refB), rel((a * torch.eye(m, device=dev) + torch.baddbmm(A, A, A, beta=b, alpha=c)).bfloat16(), refB)
     sc = torch.rand(k, device=dev) + 0.5                               # a factor per matrix (the deferred norm)
     err_s = rel(sym_product(X, scale=sc), sc[:, None, None] * ref)
-    AB, refAB = sym_product(A, other=Bm), A.float() @ Bm.float()          # two commuting symmetric matrices (the Gram form)
-    err_ab, torch_ab = rel(AB, refAB), rel(A @ Bm, refAB)
-    mirrored = torch.equal(A, A.mT) and torch.equal(Bm, Bm.mT) and torch.equal(AB, AB.mT)
+    mirrored = torch.equal(A, A.mT) and torch.equal(Bm, Bm.mT)
     print(f"        X Xᵀ {tuple(X.shape)}: distance from float32 {err_a:.2e} (PyTorch's bf16 product {torch_a:.2e}); "
-          f"a·I + b·A + c·A²: {err_b:.2e} ({torch_b:.2e}); scaled per matrix: {err_s:.2e}; A·B: {err_ab:.2e} ({torch_ab:.2e}); "
+          f"a·I + b·A + c·A²: {err_b:.2e} ({torch_b:.2e}); scaled per matrix: {err_s:.2e}; "
           f"mirrored exactly: {mirrored}", flush=True)
     G = torch.randn(4 if dev.type == "cuda" else 2, m, n, device=dev)
     nsref = O.newton_schulz(G, dtype=torch.float32)
@@ -145,9 +143,7 @@ try:
     print(f"        Gram form: float32 {gram32:.1e} from the standard iteration; bf16 on a gradient-like stack, distance from "
           f"float64 {gram_bf[True]:.2%} (standard, symmetric {gram_bf[False]:.2%}), largest singular value {top:.3f}", flush=True)
     sym_ok = (mirrored and err_a < 2.5 * torch_a and err_s < 2.5 * torch_a and err_b < 2.5 * max(torch_b, 1e-3) and ns[True] < 1.2 * ns[False]
-              and err_ab < 2.5 * max(torch_ab, 1e-3) and gram32 < 1e-4 and top < 1.3
-              # the interpreter rounds to bf16 by truncation (13_kernels), which the Gram form's products of products feel more
-              and gram_bf[True] < (1.2 if dev.type == "cuda" else 1.6) * gram_bf[False])
+              and gram32 < 1e-4 and top < 1.3 and gram_bf[True] < 1.2 * gram_bf[False])
     print(("ok      " if sym_ok else "FAILED  ") + "sym_product against PyTorch", flush=True)
     if dev.type == "cuda":   # Newton–Schulz alone on medium's stacks (96 of 1024x1024, 72 of 1024x2816), with the fold
         stacks = [torch.randn(96, 1024, 1024, device=dev, dtype=torch.bfloat16), torch.randn(72, 1024, 2816, device=dev, dtype=torch.bfloat16)]
