@@ -244,7 +244,7 @@ class Optimizers:
 def build_optimizer(model: torch.nn.Module, optimizer: str = "muon", lr_matrix: float = 0.02, lr_embed: float = 0.2,
                     lr_head: float = 0.004, lr_scalar: float = 0.02, lr_adamw: float = 3e-3, weight_decay: float = 0.0,
                     fused: bool | None = None, muon_impl: str = "eager") -> Optimizers:
-    "Muon on the 2-D hidden matrices and AdamW on embedding, head and gains ('muon'), or AdamW on everything ('adamw'). `muon_impl`: Muon's elementwise work as foreach kernels ('eager'), fused by torch.compile ('compiled'), and also a·X folded into Newton–Schulz's product ('compiled_fold'), and also its symmetric products by a Triton kernel ('compiled_sym', CUDA), and also the wide matrices' iterations in the Gram form ('compiled_gram': its products by the Triton kernel on CUDA, by PyTorch elsewhere)."
+    "Muon on the 2-D hidden matrices and AdamW on embedding, head and gains ('muon'), or AdamW on everything ('adamw'). `muon_impl`: Muon's elementwise work as foreach kernels ('eager'), fused by torch.compile ('compiled'), and also a·X folded into Newton–Schulz's product ('compiled_fold'), and also its symmetric products by a Triton kernel ('compiled_sym', CUDA), and also the wide matrices' iterations in the Gram form ('compiled_gram': X's Gram matrices by the Triton kernel on CUDA, by PyTorch elsewhere)."
     if optimizer not in ("muon", "adamw"): raise ValueError(f"unknown optimizer {optimizer!r}: use muon or adamw")
     if muon_impl not in MUON_IMPLS: raise ValueError(f"unknown muon_impl {muon_impl!r}: use {' or '.join(MUON_IMPLS)}")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
