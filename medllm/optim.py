@@ -54,22 +54,25 @@ def newton_schulz(G: Tensor, steps: int = 5, coefficients=NS_COEFFICIENTS, eps: 
 
 
 def _gram_iterations(X: Tensor, steps: int, coefficients, inv: Tensor | None, symmetric: bool) -> Tensor:
-    "Newton–Schulz on a wide X (…, m, n), m < n, carried on its m × m Gram matrix: X itself is formed after iteration ⌊steps/2⌋ + 1 and after the last (`inv`: 1/‖X‖ per matrix, still to apply; `symmetric`: X's Gram matrices by `sym_product`, the m × m products by PyTorch's: see above)."
+    "Newton–Schulz on a wide X (…, m, n), m < n, carried on its m × m Gram matrix: X itself is formed after iteration ⌊steps/2⌋ + 1 and after the last (`inv`: 1/‖X‖ per matrix, still to apply; `symmetric`: X's Gram matrices by `sym_product`, B's polynomial where A is one of those, the other m × m products by PyTorch's: see above)."
     a, b, c = coefficients
     mm = torch.addmm if X.ndim == 2 else torch.baddbmm
     if symmetric: from medllm.kernels import sym_product
     def gram_of(X, scale=None): return sym_product(X, scale=scale) if symmetric else X @ X.mT   # symmetric in any precision
     middle = steps // 2 + 1                            # 5 steps: X formed after the third and after the fifth
     A, Q = gram_of(X, None if inv is None else inv * inv), None   # A = X Xᵀ of X divided by its norm
-    for i in range(steps):
-        B = mm(A, A, A, beta=b, alpha=c)              # b·A + c·A²,
-        B.diagonal(dim1=-2, dim2=-1).add_(a)          # + a·I: this iteration is X ← B·X, and so Q ← B·Q, X = Q·X₀
+    exact = True                                      # A straight from gram_of: symmetric in any precision
+    for i in range(steps):                            # this iteration is X ← B·X, and so Q ← B·Q, X = Q·X₀
+        if symmetric and exact: B = sym_product(A, A, alpha=c, beta=b, diag=a)   # a·I + b·A + c·A², rounded once
+        else:
+            B = mm(A, A, A, beta=b, alpha=c)          # b·A + c·A²,
+            B.diagonal(dim1=-2, dim2=-1).add_(a)      # + a·I
         Q = B if Q is None else B @ Q
         if i == steps - 1 or i + 1 == middle:
             if inv is not None: Q = (Q * inv.reshape(*Q.shape[:-2], 1, 1)).to(Q.dtype)   # the norm's division, on the small Q
             X, Q, inv = Q @ X, None, None             # X formed: the m × n product, twice in all
-            if i < steps - 1: A = gram_of(X)          # and its Gram matrix afresh: the bf16 errors of A do not build up
-        else: A = A @ (B @ B)                         # X's next Gram matrix, B·A·B = A·B², from m × m products alone
+            if i < steps - 1: A, exact = gram_of(X), True   # and its Gram matrix afresh: the bf16 errors of A do not build up
+        else: A, exact = A @ (B @ B), False           # X's next Gram matrix, B·A·B = A·B², from m × m products alone
     return X
 
 # %% ../nbs/20_optim.ipynb #a641496c

@@ -31,7 +31,7 @@
 #                 before the 375 s budget and all three targets can fall in one run; small's transformers run may push
 #                 the whole past 590 s, and the JSON, written after every run, still comes back. What is new:
 #                 Newton–Schulz's Gram form for the wide matrices (`compiled_gram`, the first candidate, beside
-#                 `compiled_sym`: about 1.2 ms less a step, estimated from run 5's profile), the deferred norm,
+#                 `compiled_sym`: about 1.3 ms less a step, estimated from run 5's profile), the deferred norm,
 #                 momentum buffers made once, clipping inside fused AdamW and the compiled Muon, the
 #                 kernel's unmasked loads and eight tile shapes (CHECK=1 checks them against PyTorch first, and times
 #                 Newton–Schulz alone in the three forms), and each
