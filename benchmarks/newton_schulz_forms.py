@@ -27,9 +27,14 @@ def flops(shape, **kw) -> int:
     return fc.get_total_flops()
 
 
-def distance(G: torch.Tensor, dtype, **kw) -> float:
+def reference(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "G with its float64 iteration, computed once for every form."
+    return G, newton_schulz(G.double(), dtype=torch.float64)
+
+
+def distance(G_ref: tuple[torch.Tensor, torch.Tensor], dtype, **kw) -> float:
     "How far one form lands from the float64 iteration, relative."
-    ref = newton_schulz(G.double(), dtype=torch.float64)
+    G, ref = G_ref
     return ((newton_schulz(G, dtype=dtype, **kw).double() - ref).norm() / ref.norm()).item()
 
 
@@ -50,7 +55,8 @@ def main():
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     shape, dev, dtype = tuple(int(x) for x in a.shape.split(",")), torch.device(a.device), getattr(torch, a.dtype)
-    if len(shape) != 3 or shape[2] < 2 * shape[1]: p.error(f"--shape must be k,m,n with n >= 2m (the Gram form's), got {a.shape}")
+    if len(shape) != 3 or shape[2] < GRAM_MIN_ASPECT * shape[1]:
+        p.error(f"--shape must be k,m,n with n >= {GRAM_MIN_ASPECT}m (the Gram form's), got {a.shape}")
     forms = {"standard": dict(fold=True), "gram": dict(fold=True, gram=True)}
     if dev.type == "cuda":
         forms |= {"standard, symmetric": dict(fold=True, symmetric=True), "gram, symmetric": dict(fold=True, symmetric=True, gram=True)}
@@ -67,12 +73,13 @@ def main():
     base = statistics.median(times["standard"])
     print(f"Newton–Schulz, five iterations, {a.dtype}, on {shape[0]} matrices {shape[1]} × {shape[2]} ({dev}, {a.rounds} rounds; "
           f"products: {flops(shape) / 1e9:.0f} GFLOP standard, {flops(shape, gram=True) / 1e9:.0f} in the Gram form)")
-    bufs = momentum_buffers(a.checkpoint) if a.checkpoint else []
+    timed = reference(G)
+    bufs = [reference(b.to(dev)) for b in momentum_buffers(a.checkpoint)] if a.checkpoint else []
     for k, ts in times.items():
         t = statistics.median(ts)
-        line = f"  {k:22} {t * 1e3:10.1f} ms   {base / t:.2f}x the standard form   from float64: {distance(G, dtype, **forms[k]):.2%}"
+        line = f"  {k:22} {t * 1e3:10.1f} ms   {base / t:.2f}x the standard form   from float64: {distance(timed, dtype, **forms[k]):.2%}"
         if bufs:
-            d = [distance(b.to(dev), dtype, **forms[k]) for b in bufs]
+            d = [distance(b, dtype, **forms[k]) for b in bufs]
             line += f", on the checkpoint's {len(d)} wide momentum buffers {statistics.mean(d):.2%} (at most {max(d):.2%})"
         print(line)
 
