@@ -204,7 +204,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
         _sync(device); t1 = time.perf_counter()
         opt.step(); opt.zero_grad(set_to_none=True)
         _sync(device); t2 = time.perf_counter()
-        if i == 0: first = t2 - t0
+        if i == 0: first, first_opt = t2 - t0, t2 - t1   # the model's compile, and the optimizer's (compiled Muon, its kernel's tuning)
         if i >= warmup: t_fb.append(t1 - t0); t_opt.append(t2 - t1)
     synced = statistics.median(a + b for a, b in zip(t_fb, t_opt))
     def fit_steps(nonfinite: str, n: int):   # fit's loop: its guard's read late (stop) or before the update (skip), all at the end
@@ -234,6 +234,8 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
             "steps": steps, "step_ms": step * 1e3, "tokens_per_s": tokens / step, "step_ms_synced": synced * 1e3, "step_ms_skip": skip * 1e3, "host_waits": waits,
             "clocks": clocks, "clocks_skip": clocks_skip,
             "optimizer_share": statistics.median(t_opt) / synced, "first_step_s": first, "compile_s": max(first - synced, 0.0),
+            "compile_optimizer_s": max(first_opt - statistics.median(t_opt), 0.0),
+            "muon_forms": dict(opt.opts["muon"].ns_choice) if impl == "medllm" and muon_impl == "auto" and optimizer == "muon" else None,
             "peak_memory_gb": _peak_memory_gb(device), "final_loss": float(loss)}
     if profile:   # after the figures above: the profiler's own overhead must not reach them
         res["profile"], res["profile_split"] = _profile(lambda i: (grads(batches[i % 2]), opt.step(), opt.zero_grad(set_to_none=True)),
@@ -317,6 +319,9 @@ def bench_muon(preset: str, device: torch.device, steps: int = 5, profile: int =
     out = {"preset": preset, "matrices": len(mats), "shapes": len({tuple(p.shape) for p in mats}), "muon_impl": first,
            "batched_ms": impl_ms[first], "impl_ms": impl_ms, "per_matrix_ms": looped, "speedup": looped / impl_ms[first]}
     if errors: out["impl_errors"] = errors
+    if "auto" in opts:   # the forms auto chose, and each one's Newton–Schulz time per shape: the three forms side by side
+        out["auto_forms"] = opts["auto"].ns_choice
+        out["auto_ns_ms"] = {k: {f: s * 1e3 for f, s in t.items()} for k, t in opts["auto"].ns_times.items()}
     if profile:
         for i, o in opts.items():
             if i not in impl_ms: continue
@@ -491,7 +496,8 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
                 r["mfu"], r["flops_per_token"] = r["tokens_per_s"] * fpt[preset, t] / peak, fpt[preset, t]
                 runs.append(r)
                 log(f"{preset:8} {_variant(r):30} {b}x{t} {r['tokens_per_s']:>12,.0f} tokens/s  MFU {r['mfu']:.1%}  "
-                    f"optimizer {r['optimizer_share']:.1%}  peak mem {r['peak_memory_gb']:.2f} GB  compile {r['compile_s']:.0f} s")
+                    f"optimizer {r['optimizer_share']:.1%}  peak mem {r['peak_memory_gb']:.2f} GB  compile {r['compile_s']:.0f} s "
+                    f"(optimizer {r['compile_optimizer_s']:.0f} s)" + (f"  forms {r['muon_forms']}" if r.get("muon_forms") else ""))
             if device.type == "cuda": torch.cuda.empty_cache()
             if on_update: on_update(out)
     summarize(out)
@@ -671,6 +677,8 @@ def print_summary(res: dict):
         print(f"Muon step ({m['preset']}, {m['matrices']} matrices in {m['shapes']} shapes): batched {m['batched_ms']:.1f} ms"
               f" ({m.get('muon_impl', 'eager')}){others}, one matrix at a time {m['per_matrix_ms']:.1f} ms ({m['speedup']:.1f}x)")
         for i, e in m.get("impl_errors", {}).items(): print(f"  {i} failed: {e}")
+        for k, t in m.get("auto_ns_ms", {}).items():
+            print(f"  Newton–Schulz on {k}: " + ", ".join(f"{f} {ms:.2f} ms" for f, ms in t.items()) + f" -> auto: {m['auto_forms'][k]}")
         for i in m.get("impl_ms", {"eager": 0}):
             key = _muon_profile_key(i, m.get("muon_impl", "eager"))
             if "profile_split" + key in m: print(f"  {i}: {_split_line(m['profile_split' + key])}")

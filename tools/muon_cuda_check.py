@@ -154,6 +154,9 @@ try:
             for _ in range(10): [O.newton_schulz(S, fold=True, **kw) for S in stacks]
             torch.cuda.synchronize()
             print(f"        Newton–Schulz on medium's 168 matrices, fold, {name}: {(time.perf_counter() - t0) / 10 * 1e3:.2f} ms", flush=True)
+        for S in stacks:   # what --muon_impl auto times, and would choose, on the same stacks
+            t = O.time_ns_forms(S, O.ns_forms_for(S.size(1), S.size(2), dev))
+            print(f"        auto on {tuple(S.shape)}: " + ", ".join(f"{f} {s * 1e3:.2f} ms" for f, s in t.items()) + f" -> {min(t, key=t.get)}", flush=True)
         import medllm.kernels as K
         print("        autotuned tiles:", {str(key): str(cfg) for key, cfg in K._sym_tuned.cache.items()}, flush=True)
 except Exception as e:
