@@ -174,6 +174,10 @@ class GPT(nn.Module):
         "Logits (B, T, V) for token ids `idx` (B, T), or the mean cross-entropy against `targets` (B, T; -1 = ignore)."
         x = self.hidden(idx, kv_cache=kv_cache, positions=positions, attn_mask=attn_mask)
         if targets is None: return self.logits(x)                                         # (B, T, V)
+        return self.loss_from_hidden(x, targets)
+
+    def loss_from_hidden(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        "The mean cross-entropy of final hidden states `x` (B, T, C) against `targets` (B, T; -1 = ignore), as `loss_impl` says (`fit --compile_blocks` compiles it on its own)."
         if self.loss_impl == "full":
             return F.cross_entropy(self.logits(x).float().flatten(0, 1), targets.flatten(), ignore_index=-1)
         if self.loss_impl == "lse": return logits_cross_entropy(self.logits(x), targets)   # saves the logits + a log-sum-exp per row

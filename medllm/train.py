@@ -45,6 +45,14 @@ __all__ = ['NONFINITE', 'PEAK_FLOPS', 'SAMPLE_QUESTIONS', 'RESUME_FIELDS', 'Trai
 NONFINITE = ("stop", "skip")   # what a NaN/Inf loss or gradient does to a run (NonfiniteGuard, below)
 
 
+def _check_blocks(blocks: bool, compile: bool, cuda_graphs: bool, doc_mask: bool):
+    "The settings `--compile_blocks` cannot go with, refused in one line each."
+    if not blocks: return
+    if not compile: raise ValueError("--compile_blocks needs --compile: it says what to compile")
+    if cuda_graphs: raise ValueError("--compile_blocks with --cuda_graphs: the graphs record the whole compiled model; use one or the other")
+    if doc_mask: raise ValueError("--compile_blocks with --doc_mask: FlexAttention's block mask is built inside the whole compiled model; use --compile alone")
+
+
 @dataclass
 class TrainConfig:
     "Everything a training run needs; the CLI flags mirror these fields."
@@ -79,6 +87,7 @@ class TrainConfig:
     resume: str | None = None         # a checkpoint path, or "latest" in `output`
     compile: bool = False             # torch.compile the model
     cuda_graphs: bool = False         # with --compile on one CUDA GPU: replay each step's kernels as CUDA graphs (torch.compile mode reduce-overhead)
+    compile_blocks: bool = False      # with --compile: each block, the final norm and the loss compiled on their own, not the whole model: identical blocks share one compilation (compile_model)
     loss: str = "auto"                # cross-entropy: chunked (never the full logits), full, lse (full, saving bf16 logits; 10_layers), or auto = full when compiled
     attention: str = "auto"           # preferred SDPA kernel: auto, cudnn, flash, efficient, math (see medllm-bench)
     residual: str = "compute"         # residual stream under autocast: compute (bf16, half the bytes) or float32 (11_model)
@@ -111,6 +120,7 @@ class TrainConfig:
         if self.residual not in RESIDUALS: raise ValueError(f"unknown residual {self.residual!r}: use {' or '.join(RESIDUALS)}")
         if self.nonfinite not in NONFINITE: raise ValueError(f"nonfinite must be stop or skip, got {self.nonfinite!r}")
         if self.cuda_graphs and not self.compile: raise ValueError("--cuda_graphs needs --compile: the graphs are recorded by torch.compile")
+        _check_blocks(self.compile_blocks, self.compile, self.cuda_graphs, self.doc_mask)
         if self.doc_mask and self.attention != "auto":
             raise ValueError(f"--attention {self.attention} picks the kernel of plain causal attention; --doc_mask runs FlexAttention or a masked SDPA: leave --attention auto")
         for name in ("eval_every", "save_every", "eval_batches", "num_workers", "warmup_steps"):
@@ -244,10 +254,20 @@ def forward_backward(train_model, model: GPT, micro_batches: list[torch.Tensor],
     return loss_sum / n, grad_norm
 
 
-def compile_model(model: torch.nn.Module, compile: bool, cuda_graphs: bool, device: torch.device):
-    "The model as `fit` trains it: as it is, compiled, or compiled with CUDA graphs (`mode='reduce-overhead'`, CUDA only); `medllm-bench` builds its step with it too."
+def compile_model(model: torch.nn.Module, compile: bool, cuda_graphs: bool, device: torch.device, blocks: bool = False):
+    """The model as `fit` trains it: as it is, compiled, or compiled with CUDA graphs (`mode='reduce-overhead'`, CUDA
+    only); `medllm-bench` builds its step with it too. `blocks` (`fit --compile_blocks`): each block, the final norm and
+    the loss compiled on their own, in place (torchtitan's way): the blocks are alike, so Dynamo compiles one and reuses
+    it for the others (their weights are inputs to the compiled code, not constants), which takes a fraction of the
+    whole model's compile time. The price: no fusion across the blocks' boundaries."""
     if cuda_graphs and not compile: raise ValueError("--cuda_graphs needs --compile: the graphs are recorded by torch.compile")
     if cuda_graphs and device.type != "cuda": raise ValueError(f"--cuda_graphs runs on a CUDA GPU; this run is on {device.type}")
+    _check_blocks(blocks, compile, cuda_graphs, getattr(model, "doc_mask_id", None) is not None)
+    if blocks:
+        for block in model.blocks: block.compile()
+        model.norm.compile()
+        model.loss_from_hidden = torch.compile(model.loss_from_hidden)   # an attribute of this model, over its method
+        return model
     return torch.compile(model, mode="reduce-overhead" if cuda_graphs else None) if compile else model
 
 
@@ -393,7 +413,7 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
     if ckpt: set_rng_state(ckpt["rng"])
     if cfg.cuda_graphs and info.is_distributed:
         raise ValueError(f"--cuda_graphs runs on one CUDA GPU (measured there only); this run has {info.world_size} processes")
-    train_model = compile_model(model, cfg.compile, cfg.cuda_graphs, device)
+    train_model = compile_model(model, cfg.compile, cfg.cuda_graphs, device, cfg.compile_blocks)
     if info.is_distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
         train_model = DDP(train_model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)

@@ -4,7 +4,7 @@ import json
 from conftest import run_cli
 from medllm.bench import _variant
 
-RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "loss", "attention", "residual", "muon_impl", "graphs", "docs", "doc_len", "compile", "dtype", "steps", "step_ms", "step_ms_synced", "step_ms_skip", "host_waits", "clocks", "clocks_skip",
+RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "loss", "attention", "residual", "muon_impl", "graphs", "docs", "blocks", "doc_len", "compile", "dtype", "steps", "step_ms", "step_ms_synced", "step_ms_skip", "host_waits", "clocks", "clocks_skip",
               "tokens_per_s", "mfu", "flops_per_token", "optimizer_share", "first_step_s", "compile_s", "compile_optimizer_s", "muon_forms", "peak_memory_gb", "final_loss"}
 
 
@@ -25,7 +25,7 @@ def test_bench_cpu_small_shapes(tmp_path):
         ("medllm", "muon", "chunked", "compute", "auto")]   # (adamw with lse ran as the candidate; Muon's change runs with Muon)
     for run in res["runs"]:
         assert RUN_FIELDS <= set(run), RUN_FIELDS - set(run)
-        assert run["graphs"] == ("off" if run["impl"] == "medllm" else None)
+        assert run["graphs"] == run["blocks"] == ("off" if run["impl"] == "medllm" else None)
         assert (run["docs"], run["doc_len"]) == (("on", 16) if "-docs" in _variant(run) else ("off" if run["impl"] == "medllm" else None, None))
         assert run["tokens_per_s"] > 0 and 0 < run["mfu"] < 1 and 0 < run["optimizer_share"] < 1 and run["peak_memory_gb"] > 0
     assert set(res["ratios"]) == {f"nano/medllm-{v}_vs_transformers-adamw" for v in ("muon", "adamw", "muon-compiled-lsece", "adamw-lsece", "muon-docs", "adamw-docs", "adamw-fullce", "adamw-float32-residual", "muon-auto")}
@@ -59,7 +59,7 @@ def test_bench_bad_flags(capsys):
     for args in (["--configs", "huge"], ["--impls", "jax"], ["--seq_len", "4096", "--configs", "nano"], ["--steps", "0"],
                  ["--optimizers", "sgd"], ["--warmup", "0"], ["--configs", "nano:2by64"], ["--configs", "nano:2x4096"],
                  ["--losses", "fused"], ["--losses", ","], ["--time_budget", "0"], ["--attention", "fast"], ["--profile", "-1"],
-                 ["--residual", "fp16"], ["--residual", ","], ["--muon_impl", "fused"], ["--candidate", "loss"], ["--candidate", "graphs=maybe"],
+                 ["--residual", "fp16"], ["--residual", ","], ["--muon_impl", "fused"], ["--candidate", "loss"], ["--candidate", "graphs=maybe"], ["--candidate", "blocks=on"], ["--compile", "--candidate", "blocks=on,graphs=on"],
                  ["--candidate", "loss=fused"], ["--candidate", "speed=fast"], ["--candidate", ","],
                  ["--show", "/nonexistent/bench.json"], ["--show", __file__]):
         with pytest.raises(SystemExit) as e: main(["--device", "cpu", *args])

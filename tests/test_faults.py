@@ -319,6 +319,7 @@ def _cases(tok, ckpt, tmp):
         t("--keep_last", 0), t("--val_fraction", 1.5), t("--dtype", "float8"), t("--device", "tpu"), t("--num_workers", -1),
         t("--lr_matrix", "fast"), t("--nonfinite", "ignore"), t("--no_such_flag"), t("--data_dir", a_file),
         t("--loss", "fused"), t("--attention", "fast"), t("--residual", "fp16"), t("--muon_impl", "fused"), t("--muon_impl", "compiled_sym"), t("--cuda_graphs"), t("--cuda_graphs", "--compile"), t("--doc_mask", "--attention", "cudnn"),
+        t("--compile_blocks"), t("--compile_blocks", "--compile", "--cuda_graphs"), t("--compile_blocks", "--compile", "--doc_mask"),
         p("--max_tokens", 0), p("--seq_len", 0), p("--val_fraction", 2), p("--datasets", ""), p("--tokenizer", "nope"),
         p("--output", unwritable), p("--shard_tokens", 0), p("--epoch_policy", "forever"), p("--shuffle_buffer", -1),
         p("--decontaminate", "medqa=/no/such.jsonl"), p("--decontaminate", "nosuchbench=x.jsonl"),
@@ -350,6 +351,7 @@ def _cases(tok, ckpt, tmp):
         ("bench", ["--device", "cpu", "--candidate", "loss=fused"]),
         ("bench", ["--device", "cpu", "--candidate", "huge:loss=lse"]),
         ("bench", ["--device", "cpu", "--configs", "nano", "--candidate", "small:loss=lse"]),
+        ("bench", ["--device", "cpu", "--candidate", "blocks=on"]), ("bench", ["--device", "cpu", "--compile", "--candidate", "blocks=on,docs=on"]),
     ]
 
 

@@ -199,3 +199,46 @@ def test_muon_auto_logs_its_forms_and_a_resumed_run_keeps_them(demo_tok, demo_sh
     assert f"muon_impl auto: Newton–Schulz forms {forms}" in r.stdout + r.stderr
     resumed, step = _final_params(out)
     assert step == 4 and all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_compile_blocks_compiles_one_block_for_all_and_gives_the_whole_models_step(demo_tok, tmp_path):
+    """`fit --compile_blocks` (compile_model): Dynamo compiles three graphs for nano's four blocks, final norm and loss
+    (one block's code, reused by the other three), where the whole model is one graph; the loss and gradients are the
+    whole compiled model's, within float32 rounding (fusion differs at the blocks' edges); fit runs a step with it."""
+    import copy
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    from medllm.model import GPT, get_config
+    from medllm.train import compile_model
+    torch.manual_seed(0)
+    base = GPT(get_config("nano", vocab_size=256)); base.loss_impl = "full"
+    x = torch.randint(0, 256, (2, 32)); y = torch.randint(0, 256, (2, 32))
+    out = {}
+    for blocks in (False, True):
+        m = copy.deepcopy(base)
+        torch._dynamo.reset(); counters.clear()
+        loss = compile_model(m, True, False, torch.device("cpu"), blocks)(x, y)
+        loss.backward()
+        out[blocks] = loss.item(), {n: p.grad for n, p in m.named_parameters()}, counters["stats"]["unique_graphs"]
+    torch._dynamo.reset()
+    assert (out[False][2], out[True][2]) == (1, 3)
+    assert abs(out[False][0] - out[True][0]) < 1e-5
+    for n, g in out[False][1].items():
+        assert (g - out[True][1][n]).norm() <= 1e-4 * g.norm() + 1e-8, n
+    r = run_cli("medllm-train", *_common(demo_tok, tmp_path / "b", 100), "--datasets", "sample", "--test_only", "--compile", "--compile_blocks")
+    assert r.returncode == 0 and "step 1 | loss" in r.stdout, r.stderr[-2000:]
+
+
+def test_compile_time_benchmark_runs():
+    """benchmarks/compile_time.py: both forms, each in its own process with empty caches, the same first loss, and the
+    ratios line; a bad shape is refused in one line, exit code 2."""
+    import sys
+    script = Path(__file__).parents[1] / "benchmarks" / "compile_time.py"
+    r = subprocess.run([sys.executable, str(script), "--preset", "nano", "--layers", "2", "--steps", "1"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert [l.split("compiled ")[1].split(":")[0].strip() for l in lines[:2]] == ["whole", "blocks"], r.stdout
+    assert lines[0].rsplit("loss ", 1)[1] == lines[1].rsplit("loss ", 1)[1]         # the same model, the same first loss
+    assert lines[2].startswith("block by block: first step ") and "x the whole model's speed" in lines[2]
+    bad = subprocess.run([sys.executable, str(script), "--shape", "64"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--shape must be BATCHxSEQ" in bad.stderr and "Traceback" not in bad.stderr

@@ -59,7 +59,9 @@
 #   - with each preset, right after its baseline, CANDIDATE, a space-separated list (default medium:muon_impl=auto
 #     medium:muon_impl=compiled_sym, for medium only: compiled elementwise work, a·X folded, Newton–Schulz's symmetric
 #     products by medllm.kernels' Triton kernel, which did not pay on small in run 3; the first instead each shape's
-#     fastest of the folded, symmetric and Gram forms, timed on its first step; PRESET: limits a candidate to one preset; empty: none):
+#     fastest of the folded, symmetric and Gram forms, timed on its first step; and small:blocks=on, compiled block by
+#     block as `fit --compile_blocks` (its compile time and its step against the whole model's), last in the plan, so the
+#     budget cuts it first; PRESET: limits a candidate to one preset; empty: none):
 #     those settings together in place of the recipe's, with Muon and with AdamW: the possible next recipe, in the same
 #     run as its baseline (AdamW ignores muon_impl, so a candidate that only sets it runs with Muon alone);
 #   - then the variants, each one change from the recipe's step: MUON_IMPL, RESIDUAL, ATTENTION and LOSSES are lists whose
@@ -100,6 +102,7 @@ if [ -n "${FIT:-}" ]; then   # FIT=1: fit itself on nano with FIT_FLAGS for 30 s
 fi
 COMPILE=${COMPILE---compile}
 DEFAULT_CAND=; [[ "${CONFIGS:-medium}" == *medium* ]] && DEFAULT_CAND="medium:muon_impl=auto medium:muon_impl=compiled_sym"   # medium's, where it runs
+[[ "${CONFIGS:-small}" == *small* && -n "$COMPILE" ]] && DEFAULT_CAND="$DEFAULT_CAND small:blocks=on"   # last in the plan: the first the budget cuts
 CANDS=(); for c in ${CANDIDATE-$DEFAULT_CAND}; do CANDS+=(--candidate "$c"); done
 $PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto}" \
   --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute}" --muon_impl "${MUON_IMPL:-eager}" \
