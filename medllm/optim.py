@@ -83,24 +83,31 @@ def _lerp_momentum(bufs: list[Tensor], grads: list[Tensor], momentum: float):
     torch._foreach_lerp_(bufs, grads, 1 - momentum)
 
 
-def _lerp_each(bufs: list[Tensor], grads: list[Tensor], momentum: float, scale: Tensor | None = None):
-    "The same, one tensor at a time: the form the compiled path hands Inductor, which fuses it as well (`scale`: each gradient divided by it first, in the same kernel: clipping, see `Optimizers.clip_grad_norm_`)."
-    for b, g in zip(bufs, grads): b.lerp_(g if scale is None else g / scale, 1 - momentum)
+def _lerp_each(bufs: list[Tensor], grads: list[Tensor], momentum: float, scale: Tensor | None = None, skip: Tensor | None = None):
+    "The same, one tensor at a time: the form the compiled path hands Inductor, which fuses it as well (`scale`: each gradient divided by it first, in the same kernel: clipping, see `Optimizers.clip_grad_norm_`; `skip`: a device flag, where nonzero every buffer is left as it was: `fit --nonfinite skip` without a wait)."
+    for b, g in zip(bufs, grads):
+        g = g if scale is None else g / scale
+        if skip is None: b.lerp_(g, 1 - momentum)
+        else: b.copy_(torch.where(skip != 0, b, b.lerp(g, 1 - momentum)))   # where, not a zero weight: 0·NaN is NaN
 
 
 def _momentum_stack(grads: list[Tensor], bufs: list[Tensor], tall: tuple[bool, ...], momentum: float, nesterov: bool,
-                    dtype: torch.dtype, scale: Tensor | None = None) -> Tensor:
-    "The first half of a Muon step for one stack, as plain tensor code for Inductor to fuse: buf ← lerp(buf, grad, 1-β) in place, then the look-ahead cast into one (k, short, long) stack, tall matrices transposed (`scale`: as `_lerp_each`)."
+                    dtype: torch.dtype, scale: Tensor | None = None, skip: Tensor | None = None) -> Tensor:
+    "The first half of a Muon step for one stack, as plain tensor code for Inductor to fuse: buf ← lerp(buf, grad, 1-β) in place, then the look-ahead cast into one (k, short, long) stack, tall matrices transposed (`scale`, `skip`: as `_lerp_each`; a skipped step's stack is whatever the gradients make it, and `_apply_update` discards it)."
     if scale is not None: grads = [g / scale for g in grads]   # fused into the kernels below: no pass of its own
-    _lerp_each(bufs, grads, momentum)
+    _lerp_each(bufs, grads, momentum, skip=skip)
     looks = [g.lerp(b, momentum) for g, b in zip(grads, bufs)] if nesterov else bufs
     return torch.stack([(u.mT if t else u).to(dtype) for u, t in zip(looks, tall)])   # cast first: no float32 stack
 
 
 def _apply_update(params: list[Tensor], update: Tensor, tall: tuple[bool, ...], scales: tuple[float, ...], lr: Tensor,
-                  weight_decay: float):
-    "The second half: decoupled weight decay, then p ← p - lr·scale·update, the update transposed back where tall. `lr` is a tensor, so a new learning rate is not a new compilation."
+                  weight_decay: float, skip: Tensor | None = None):
+    "The second half: decoupled weight decay, then p ← p - lr·scale·update, the update transposed back where tall. `lr` is a tensor, so a new learning rate is not a new compilation (`skip`: as `_lerp_each`, every weight left as it was)."
     for p, u, t, s in zip(params, update.unbind(0), tall, scales):
+        if skip is not None:
+            new = (p * (1 - lr * weight_decay) if weight_decay else p) - (u.mT if t else u).float() * (lr * s)
+            p.copy_(torch.where(skip != 0, p, new))
+            continue
         if weight_decay: p.mul_(1 - lr * weight_decay)
         p.sub_((u.mT if t else u).float() * (lr * s))
 
@@ -162,6 +169,7 @@ class Muon(torch.optim.Optimizer):
         self.ns_choice: dict[str, str] = {}    # ns_auto: "short×long" -> the form chosen; saved in the state dict
         self.ns_times: dict[str, dict] = {}    # ns_auto: "short×long" -> seconds per form as timed here (summed over the ranks)
         self.grad_scale = None    # compiled: a device tensor the gradients are divided by, inside the fused kernels (clipping)
+        self.found_inf = None     # compiled: a device flag; nonzero: this step changes no weight and no buffer (torch's GradScaler protocol)
         self._lr = {}             # compiled: each group's learning rate as a device tensor
         if lr <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
             raise ValueError(f"Muon needs lr > 0, 0 <= momentum < 1, weight_decay >= 0 (got {lr}, {momentum}, {weight_decay})")
@@ -177,7 +185,8 @@ class Muon(torch.optim.Optimizer):
         dist = torch.distributed
         rank, world = (dist.get_rank(), dist.get_world_size()) if self.shard and dist.is_available() and dist.is_initialized() else (0, 1)
         if self.grad_scale is not None and not self.compiled: raise ValueError("Muon divides by grad_scale in its compiled kernels only (compiled=True)")
-        lerp_scale = (self.grad_scale,) if self.compiled else ()             # the compiled lerp divides by it; eager has none
+        if self.found_inf is not None and not self.compiled: raise ValueError("Muon skips a step on found_inf in its compiled kernels only (compiled=True)")
+        lerp_scale = (self.grad_scale, self.found_inf) if self.compiled else ()   # the compiled lerp takes them; eager has neither
         owned, i = [], 0                                                      # (matrix, owning rank): what is broadcast
         for gi, g in enumerate(self.param_groups):
             lr, mom, wd, dtype = g["lr"], g["momentum"], g["weight_decay"], g["ns_dtype"]
@@ -208,7 +217,7 @@ class Muon(torch.optim.Optimizer):
             for short, long, mine in stacks:
                 P, G, B = [params[j] for j in mine], [grads[j] for j in mine], [bufs[j] for j in mine]
                 tall = tuple(p.size(0) > p.size(1) for p in P)
-                if self.compiled: X = _fused(_momentum_stack)(G, B, tall, mom, g["nesterov"], dtype, self.grad_scale)
+                if self.compiled: X = _fused(_momentum_stack)(G, B, tall, mom, g["nesterov"], dtype, self.grad_scale, self.found_inf)
                 else:
                     U = torch._foreach_lerp(G, B, mom) if g["nesterov"] else B  # look ahead along the momentum
                     X = torch.empty(len(P), short, long, dtype=dtype, device=P[0].device)
@@ -217,7 +226,7 @@ class Muon(torch.optim.Optimizer):
                         dict(fold=self.ns_fold, symmetric=self.ns_symmetric, gram=self.ns_gram))
                 update = newton_schulz(X, g["ns_steps"], dtype=dtype, **form)  # (k, short, long)
                 if self.compiled:
-                    _fused(_apply_update)(P, update, tall, tuple(math.sqrt(long / short) if t else 1.0 for t in tall), lr_t, wd)
+                    _fused(_apply_update)(P, update, tall, tuple(math.sqrt(long / short) if t else 1.0 for t in tall), lr_t, wd, self.found_inf)
                     continue
                 update = update.unbind(0)
                 if wd: torch._foreach_mul_(P, 1 - lr * wd)                     # decoupled weight decay
@@ -275,8 +284,8 @@ class Optimizers:
     @property
     def param_groups(self): return [g for o in self.opts.values() for g in o.param_groups]
 
-    def _scales(self) -> bool:
-        "Whether every optimizer here can divide the gradients by a scale inside its own kernels: fused AdamW, compiled Muon."
+    def in_kernels(self) -> bool:
+        "Whether every optimizer here takes a gradient scale (clipping) and a skip flag (`found_inf`) into its own kernels: fused AdamW, compiled Muon."
         adam = (torch.optim.Adam, torch.optim.AdamW)   # (AdamW subclasses Adam in recent torch, not in every supported one)
         return all(o.compiled if isinstance(o, Muon) else isinstance(o, adam) and all(g.get("fused") for g in o.param_groups)
                    for o in self.opts.values())
@@ -284,21 +293,24 @@ class Optimizers:
     def clip_grad_norm_(self, params, max_norm: float) -> Tensor:
         """The gradients' total norm (a device tensor: no wait), and clipping to `max_norm` (0: none). Elsewhere this is
         `torch.nn.utils.clip_grad_norm_`, which multiplies every gradient by min(1, max_norm / (norm + 1e-6)) in a pass of
-        its own. Where every optimizer can take the factor into its own kernels (`_scales`), only the norm is measured
+        its own. Where every optimizer can take the factor into its own kernels (`in_kernels`), only the norm is measured
         here, and the next `step` divides by the factor's inverse there (`grad_scale`): that pass is not made."""
-        if not self._scales(): return torch.nn.utils.clip_grad_norm_(params, max_norm or float("inf"))
+        if not self.in_kernels(): return torch.nn.utils.clip_grad_norm_(params, max_norm or float("inf"))
         grads = [p.grad for p in params if p.grad is not None]
         norm = torch.linalg.vector_norm(torch.stack([n.float() for n in torch._foreach_norm(grads)])) if grads else torch.zeros(())
         if max_norm: self._grad_scale = ((norm + 1e-6) / max_norm).clamp(min=1.0)
         return norm
 
-    def step(self):
+    def step(self, found_inf: Tensor | None = None):
+        "Step every optimizer; `found_inf` (a float device flag, where `in_kernels`): nonzero leaves every weight and every optimizer state as it was, decided on the device, no wait (`fit --nonfinite skip`)."
+        if found_inf is not None and not self.in_kernels():
+            raise ValueError("found_inf needs optimizers that skip inside their own kernels: fused AdamW and a compiled Muon")
         scale, self._grad_scale = self._grad_scale, None   # the clipping this step's gradients wait for
         for i, o in enumerate(self.opts.values()):
             if i: kill_point("optimizer", self.steps)  # the reliability tests kill the run here: Muon has stepped, AdamW not yet
-            o.grad_scale = scale                       # fused AdamW and compiled Muon divide by it (torch's GradScaler protocol)
+            o.grad_scale, o.found_inf = scale, found_inf   # fused AdamW and compiled Muon take them (torch's GradScaler protocol)
             try: o.step()
-            finally: o.grad_scale = None
+            finally: o.grad_scale = o.found_inf = None
         self.steps += 1
 
     def zero_grad(self, set_to_none: bool = True):

@@ -101,6 +101,7 @@ class TrainConfig:
     samples: bool = True              # generate a few answers in the reasoning format at each evaluation
     progress: bool = True             # a progress bar on rank 0 (off: one log line every log_every steps)
     nonfinite: str = "stop"           # a NaN/Inf loss or gradient: stop (keep the last good checkpoint) or skip the step (NonfiniteGuard)
+    fused_adamw: str = "auto"         # AdamW in one kernel for all tensors: auto (on CUDA), on (on a CPU too: torch has that kernel), off
 
     def __post_init__(self):
         if self.model not in CONFIGS: raise ValueError(f"unknown model {self.model!r}: use one of {', '.join(CONFIGS)}")
@@ -119,6 +120,7 @@ class TrainConfig:
             raise ValueError(f"unknown attention {self.attention!r}: use {', '.join(ATTENTION_BACKENDS)}")
         if self.residual not in RESIDUALS: raise ValueError(f"unknown residual {self.residual!r}: use {' or '.join(RESIDUALS)}")
         if self.nonfinite not in NONFINITE: raise ValueError(f"nonfinite must be stop or skip, got {self.nonfinite!r}")
+        if self.fused_adamw not in ("auto", "on", "off"): raise ValueError(f"fused_adamw must be auto, on or off, got {self.fused_adamw!r}")
         if self.cuda_graphs and not self.compile: raise ValueError("--cuda_graphs needs --compile: the graphs are recorded by torch.compile")
         _check_blocks(self.compile_blocks, self.compile, self.cuda_graphs, self.doc_mask)
         if self.doc_mask and self.attention != "auto":
@@ -287,24 +289,33 @@ def _what(step_loss: torch.Tensor, grad_norm: torch.Tensor) -> str:
 
 class NonfiniteGuard:
     """fit's guard against a NaN or infinite loss or gradient norm (`--nonfinite`).
-    'skip' reads each step's verdict before its update, so a bad update is never applied: one wait for the device per step.
+    'skip' reads each step's verdict before its update, so a bad update is never applied: one wait for the device per step;
+    or, `on_device` (the optimizers skip inside their own kernels: `Optimizers.in_kernels`), it hands the verdict to the
+    optimizers as a device flag (`found_inf`) and reads it late as 'stop' does, only to report the skipped steps.
     'stop' reads it late (`check(lag=1)`: the step before, while the device works on this one), so the host never waits
     for the step it has just queued; a bad update does reach the weights in memory, and `check(lag=0)`, which `fit` runs
     before every log line, evaluation and checkpoint, stops the run before anything is written from them."""
-    def __init__(self, mode: str = "stop"):
+    def __init__(self, mode: str = "stop", on_device: bool = False):
         if mode not in NONFINITE: raise ValueError(f"nonfinite must be stop or skip, got {mode!r}")
         self.mode, self.waiting = mode, []
+        self.on_device = on_device and mode == "skip"
+        self.found_inf = None     # on_device: the last admitted step's flag, for `Optimizers.step(found_inf=)`
+        self.skipped = []         # on_device: (step, what was wrong) of the steps the optimizers left out, as `check` reads them
 
     def admit(self, step: int, step_loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
-        "Whether to apply `step`'s update now: 'skip' reads its verdict (the wait); 'stop' queues it for `check` and says yes."
-        if self.mode == "skip": return step_is_finite(step_loss, grad_norm)
-        self.waiting.append((step, step_loss, grad_norm, _finite(step_loss, grad_norm)))
+        "Whether to call the optimizers for `step`: 'skip' reads its verdict (the wait); 'stop', and 'skip' `on_device`, queue it for `check` and say yes ('skip' with `found_inf` set: the optimizers leave a bad update out)."
+        if self.mode == "skip" and not self.on_device: return step_is_finite(step_loss, grad_norm)
+        ok = _finite(step_loss, grad_norm)
+        self.waiting.append((step, step_loss, grad_norm, ok))
+        if self.on_device: self.found_inf = (~ok).float()
         return True
 
     def check(self, lag: int = 0) -> tuple[int, str] | None:
-        "Read the queued verdicts but the newest `lag`; the first bad step and what was wrong with it, or None."
+        "Read the queued verdicts but the newest `lag`: 'stop': the first bad step and what was wrong with it, or None; 'skip' `on_device`: None, the bad steps added to `skipped`."
         ready, self.waiting = self.waiting[:len(self.waiting) - lag], self.waiting[len(self.waiting) - lag:]
-        return next(((step, _what(loss, norm)) for step, loss, norm, ok in ready if not ok), None)
+        bad = [(step, _what(loss, norm)) for step, loss, norm, ok in ready if not ok]
+        if self.on_device: self.skipped += bad; return None
+        return bad[0] if bad else None
 
 
 def _lock_output(out: Path):
@@ -406,7 +417,7 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
     model.doc_mask_id = tok.eot_id if cfg.doc_mask else None   # validation loss is masked the same way
     if ckpt: model.load_state_dict(ckpt["model"])
     opt = build_optimizer(model, cfg.optimizer, cfg.lr_matrix, cfg.lr_embed, cfg.lr_head, cfg.lr_scalar, cfg.lr_adamw, cfg.weight_decay,
-                          fused=device.type == "cuda", muon_impl=cfg.muon_impl)   # fused AdamW: one kernel for all tensors
+                          fused={"auto": device.type == "cuda", "on": True, "off": False}[cfg.fused_adamw], muon_impl=cfg.muon_impl)
     if ckpt: opt.load_state_dict(ckpt["optimizer"])
     loader, val_batches = _data(cfg, tok, info, start_batch=ckpt["batches"] if ckpt else 0)
     batches_consumed = ckpt["batches"] if ckpt else 0
@@ -458,7 +469,14 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
         from tqdm.auto import tqdm
         bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", mininterval=2.0, file=sys.stdout)
     last_eval, t_log, tok_log, skipped = None, time.perf_counter(), 0, []
-    guard = NonfiniteGuard(cfg.nonfinite)
+    guard = NonfiniteGuard(cfg.nonfinite, on_device=opt.in_kernels())   # skip with fused AdamW and a compiled Muon: no wait
+    if cfg.nonfinite == "skip":
+        log("--nonfinite skip: " + ("the optimizers skip a bad step on the device, no wait" if guard.on_device else
+                                    "each step's verdict read before its update (one wait per step; fused AdamW and a compiled Muon would skip on the device)"))
+    def report_skip(s: int, what: str, tokens: int):   # `tokens`: those seen before step s
+        log(f"step {s}: {what}: update skipped (--nonfinite skip)")
+        skipped.append(s)
+        write({"step": s + 1, "tokens": tokens, "skipped": what})
     muon = opt.opts.get("muon") if cfg.muon_impl == "auto" else None   # auto: its forms logged once, after the step that chose them
     t_start = time.perf_counter()
     end_step = start_step + 1 if cfg.test_only else total_steps
@@ -474,12 +492,8 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
         if info.is_distributed:  # the mean over ranks (gloo has no AVG reduction)
             dist.all_reduce(step_loss)
             step_loss /= info.world_size
-        if guard.admit(step, step_loss, grad_norm): opt.step()   # stop: no wait here; skip: the one wait per step
-        else:
-            what = _what(step_loss, grad_norm)
-            log(f"step {step}: {what}: update skipped (--nonfinite skip)")
-            skipped.append(step)
-            write({"step": step + 1, "tokens": tokens_seen, "skipped": what})
+        if guard.admit(step, step_loss, grad_norm): opt.step(found_inf=guard.found_inf)   # stop: no wait; skip: one wait, or none on_device
+        else: report_skip(step, _what(step_loss, grad_norm), tokens_seen)
         if muon and muon.ns_choice: log(f"muon_impl auto: Newton–Schulz forms {muon.ns_choice}"); muon = None
         opt.zero_grad(set_to_none=True)
         n_tok = cfg.batch_size * cfg.seq_len * grad_accum * info.world_size
@@ -492,6 +506,8 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
         if bad := guard.check(lag=0 if settle else 1):
             raise TrainingError(f"{bad[1]} at step {bad[0]}: stopping; the last good checkpoint in {out} is kept "
                                 "(--nonfinite skip skips such steps instead)")
+        for s, what in guard.skipped: report_skip(s, what, tokens_seen - (done - s) * n_tok)   # skipped on the device, read late
+        guard.skipped.clear()
         if bar: bar.update(1)
         if log_now:
             dt = time.perf_counter() - t_log

@@ -319,7 +319,7 @@ def _cases(tok, ckpt, tmp):
         t("--keep_last", 0), t("--val_fraction", 1.5), t("--dtype", "float8"), t("--device", "tpu"), t("--num_workers", -1),
         t("--lr_matrix", "fast"), t("--nonfinite", "ignore"), t("--no_such_flag"), t("--data_dir", a_file),
         t("--loss", "fused"), t("--attention", "fast"), t("--residual", "fp16"), t("--muon_impl", "fused"), t("--muon_impl", "compiled_sym"), t("--cuda_graphs"), t("--cuda_graphs", "--compile"), t("--doc_mask", "--attention", "cudnn"),
-        t("--compile_blocks"), t("--compile_blocks", "--compile", "--cuda_graphs"), t("--compile_blocks", "--compile", "--doc_mask"),
+        t("--compile_blocks"), t("--fused_adamw", "maybe"), t("--compile_blocks", "--compile", "--cuda_graphs"), t("--compile_blocks", "--compile", "--doc_mask"),
         p("--max_tokens", 0), p("--seq_len", 0), p("--val_fraction", 2), p("--datasets", ""), p("--tokenizer", "nope"),
         p("--output", unwritable), p("--shard_tokens", 0), p("--epoch_policy", "forever"), p("--shuffle_buffer", -1),
         p("--decontaminate", "medqa=/no/such.jsonl"), p("--decontaminate", "nosuchbench=x.jsonl"),
@@ -421,6 +421,30 @@ def test_nonfinite_skip(demo_tok, tmp_path):
     assert summary["skipped_steps"] == [3, 4]
     recs = [json.loads(l) for l in open(out / "metrics.jsonl")]
     assert [r["step"] for r in recs if "skipped" in r] == [4, 5]
+    params = load_checkpoint(out / "checkpoint_000006.pt")["model"]
+    assert torch.isfinite(torch.cat([v.flatten().float() for v in params.values()])).all()
+    assert "one wait per step" in r.stdout + r.stderr                       # eager Muon, AdamW not fused: the verdict read first
+
+
+def test_nonfinite_skip_on_the_device_without_a_wait(demo_tok, tmp_path):
+    """With fused AdamW and a compiled Muon (`--fused_adamw on --muon_impl compiled`, here on the CPU) the optimizers skip
+    a bad step themselves (`found_inf`), so fit never waits for a verdict: the same steps are skipped and reported (read
+    late, each with the tokens seen before it) as by a run that waits for each verdict (eager Muon), and the weights stay
+    finite."""
+    runs = {}
+    for name, extra in (("device", []), ("wait", ["--muon_impl", "eager"])):
+        out = tmp_path / name
+        args = _train_args(demo_tok, out, 6, "--nonfinite", "skip", "--fused_adamw", "on", "--muon_impl", "compiled", *extra)
+        r = run_cli("medllm-train", *args, env={**ONE_THREAD, "MEDLLM_FAULT": "nan_loss@3,inf_grad@4"})
+        assert r.returncode == 0, r.stderr[-1000:]
+        runs[name] = r, out
+    r, out = runs["device"]
+    assert "skip a bad step on the device, no wait" in r.stdout + r.stderr
+    assert "one wait per step" in runs["wait"][0].stdout + runs["wait"][0].stderr   # eager Muon: the wait stays
+    assert json.loads((out / "summary.json").read_text())["skipped_steps"] == [3, 4]
+    recs = {name: [json.loads(l) for l in open(o / "metrics.jsonl")] for name, (_, o) in runs.items()}
+    skips = {name: [(x["step"], x["tokens"], x["skipped"]) for x in rs if "skipped" in x] for name, rs in recs.items()}
+    assert skips["device"] == skips["wait"] and [s[0] for s in skips["device"]] == [4, 5], skips
     params = load_checkpoint(out / "checkpoint_000006.pt")["model"]
     assert torch.isfinite(torch.cat([v.flatten().float() for v in params.values()])).all()
 
