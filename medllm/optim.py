@@ -170,6 +170,7 @@ class Muon(torch.optim.Optimizer):
         self.ns_times: dict[str, dict] = {}    # ns_auto: "short×long" -> seconds per form as timed here (summed over the ranks)
         self.grad_scale = None    # compiled: a device tensor the gradients are divided by, inside the fused kernels (clipping)
         self.found_inf = None     # compiled: a device flag; nonzero: this step changes no weight and no buffer (torch's GradScaler protocol)
+        self._no_skip = None      # compiled: the zero flag passed when found_inf is None
         self._lr = {}             # compiled: each group's learning rate as a device tensor
         if lr <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
             raise ValueError(f"Muon needs lr > 0, 0 <= momentum < 1, weight_decay >= 0 (got {lr}, {momentum}, {weight_decay})")
@@ -186,7 +187,12 @@ class Muon(torch.optim.Optimizer):
         rank, world = (dist.get_rank(), dist.get_world_size()) if self.shard and dist.is_available() and dist.is_initialized() else (0, 1)
         if self.grad_scale is not None and not self.compiled: raise ValueError("Muon divides by grad_scale in its compiled kernels only (compiled=True)")
         if self.found_inf is not None and not self.compiled: raise ValueError("Muon skips a step on found_inf in its compiled kernels only (compiled=True)")
-        lerp_scale = (self.grad_scale, self.found_inf) if self.compiled else ()   # the compiled lerp takes them; eager has neither
+        skip = self.found_inf                                                 # compiled: always a flag, a zero one if none is given,
+        if self.compiled and skip is None and self.param_groups[0]["params"]:   # so each shape compiles once (Dynamo's limit: 8 a function)
+            dev = self.param_groups[0]["params"][0].device
+            if self._no_skip is None or self._no_skip.device != dev: self._no_skip = torch.zeros((), device=dev)
+            skip = self._no_skip
+        lerp_scale = (self.grad_scale, skip) if self.compiled else ()         # the compiled lerp takes them; eager has neither
         owned, i = [], 0                                                      # (matrix, owning rank): what is broadcast
         for gi, g in enumerate(self.param_groups):
             lr, mom, wd, dtype = g["lr"], g["momentum"], g["weight_decay"], g["ns_dtype"]
@@ -217,7 +223,7 @@ class Muon(torch.optim.Optimizer):
             for short, long, mine in stacks:
                 P, G, B = [params[j] for j in mine], [grads[j] for j in mine], [bufs[j] for j in mine]
                 tall = tuple(p.size(0) > p.size(1) for p in P)
-                if self.compiled: X = _fused(_momentum_stack)(G, B, tall, mom, g["nesterov"], dtype, self.grad_scale, self.found_inf)
+                if self.compiled: X = _fused(_momentum_stack)(G, B, tall, mom, g["nesterov"], dtype, self.grad_scale, skip)
                 else:
                     U = torch._foreach_lerp(G, B, mom) if g["nesterov"] else B  # look ahead along the momentum
                     X = torch.empty(len(P), short, long, dtype=dtype, device=P[0].device)
@@ -226,7 +232,7 @@ class Muon(torch.optim.Optimizer):
                         dict(fold=self.ns_fold, symmetric=self.ns_symmetric, gram=self.ns_gram))
                 update = newton_schulz(X, g["ns_steps"], dtype=dtype, **form)  # (k, short, long)
                 if self.compiled:
-                    _fused(_apply_update)(P, update, tall, tuple(math.sqrt(long / short) if t else 1.0 for t in tall), lr_t, wd, self.found_inf)
+                    _fused(_apply_update)(P, update, tall, tuple(math.sqrt(long / short) if t else 1.0 for t in tall), lr_t, wd, skip)
                     continue
                 update = update.unbind(0)
                 if wd: torch._foreach_mul_(P, 1 - lr * wd)                     # decoupled weight decay
