@@ -21,7 +21,7 @@ demo: venv
 ## in one worker process, and the interpreter must be chosen before the first of them imports Triton.
 test: venv
 	BIN=$(BIN) bash tools/check_clean.sh
-	$(BIN)/ruff check medllm
+	$(BIN)/ruff check medllm tools tests benchmarks
 	TRITON_INTERPRET=$$($(BIN)/python -c "import torch; print('' if torch.cuda.is_available() else 1)") $(BIN)/nbdev-test --n-workers 2
 	$(BIN)/python -m pytest
 
@@ -32,7 +32,7 @@ test-heavy: venv
 	$(BIN)/python -m pytest -m heavy
 
 lint: venv
-	$(BIN)/ruff check medllm
+	$(BIN)/ruff check medllm tools tests benchmarks
 
 export: venv
 	$(BIN)/nbdev-export && $(BIN)/nbdev-clean

@@ -33,7 +33,7 @@ def main():
     n_rows = a.tokens // cfg.row_len
 
     # 1. raw tiktoken on the rendered text of the same documents (rendering not timed)
-    texts, n = [], 0
+    texts = []
     for e in parse_datasets(spec):
         for d in iter_documents(e):
             texts.append("".join(x for x in d.parts if not isinstance(x, Special)))

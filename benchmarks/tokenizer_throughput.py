@@ -54,7 +54,7 @@ def main():
     raw = med["tiktoken encode_ordinary_batch"]
     print(f"tokenizer {tok.name}, {len(texts):,} texts, {nbytes / 1e6:.1f} MB of {name}, {a.threads} threads, "
           f"median of {a.repeats} alternating repeats")
-    print(f"| encoder | MB/s | ratio to raw |\n|---|---:|---:|")
+    print("| encoder | MB/s | ratio to raw |\n|---|---:|---:|")
     for k, t in med.items():
         print(f"| {k} | {nbytes / 1e6 / t:.2f} | {raw / t:.3f} |")
 

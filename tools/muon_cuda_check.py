@@ -106,7 +106,21 @@ try:   # the whole compiled Muon, two steps, against eager
     print(f"ok      Muon(compiled=True), 2 steps     max |compiled - eager| {d:.2e}"); opt_ok = True
 except Exception as e:
     failed("Muon(compiled=True)", e)
-print("compiled Muon:", "works" if all(ok) and opt_ok else "FAILS", flush=True)
+skip_ok = False
+try:   # fit --nonfinite skip on the device: NaN gradients and found_inf set leave fused AdamW and the compiled Muon as they were
+    from medllm.model import GPT, get_config
+    m = GPT(get_config("nano", vocab_size=256, n_layer=2)).to(dev)
+    o = O.build_optimizer(m, "muon", muon_impl="compiled", fused=True)
+    for flag in (None, torch.ones((), device=dev)):
+        for p in m.parameters(): p.grad = torch.randn_like(p) if flag is None else torch.full_like(p, float("nan"))
+        if flag is not None: before = [t.clone() for t in [*m.parameters(), *(v for x in o.opts.values() for st in x.state.values() for v in st.values() if torch.is_tensor(v))]]
+        o.step(found_inf=flag)
+    after = [*m.parameters(), *(v for x in o.opts.values() for st in x.state.values() for v in st.values() if torch.is_tensor(v))]
+    skip_ok = all(torch.equal(a, b) for a, b in zip(before, after))
+    print(("ok      " if skip_ok else "FAILED  ") + f"found_inf: fused AdamW and the compiled Muon left {len(after)} tensors as they were", flush=True)
+except Exception as e:
+    failed("found_inf", e)
+print("compiled Muon:", "works" if all(ok) and opt_ok and skip_ok else "FAILS", flush=True)
 
 
 print("symmetric products (medllm.kernels.sym_product, Triton):", flush=True)
