@@ -27,7 +27,7 @@
 #   next:         run(command="CHECK=1 BUDGET=375 bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=590): the whole run
 #                 again, with what was built after run 5 and never run on a GPU. Estimated from run 5's 70-77 s compiles:
 #                 the check about 50 s; then medium's recipe, AdamW and transformers about 195 s, the two candidates
-#                 about 95 s (the first compiles Muon's functions), small's recipe about 75 s, so small's AdamW run starts
+#                 about 95 s (the first, auto, compiles Muon's functions and times the forms), small's recipe about 75 s, so small's AdamW run starts
 #                 before the 375 s budget and all three targets can fall in one run; small's transformers run may push
 #                 the whole past 590 s, and the JSON, written after every run, still comes back. What is new:
 #                 Newton–Schulz's Gram form for the wide matrices (`compiled_gram`: about 1.3 ms less a step,
@@ -36,7 +36,10 @@
 #                 `compiled_sym`; the JSON's `muon_forms` says what it chose, and the Muon step alone's `auto_ns_ms`
 #                 each form's time on medium's two shapes), the first step's optimizer part (`compile_optimizer_s`:
 #                 is Muon's compile or its kernel's tuning the 60 s that compiled_sym's candidate took even with warm
-#                 caches in run 6?), the deferred norm,
+#                 caches in run 6?), `--nonfinite skip` without a wait where fused AdamW and a compiled Muon run
+#                 (`step_ms_skip` of the candidates should now be their `step_ms`; CHECK=1 checks found_inf on the GPU
+#                 first), `small:blocks=on` (the model compiled block by block, last: compile time and step against
+#                 the whole model's), the deferred norm,
 #                 momentum buffers made once, clipping inside fused AdamW and the compiled Muon, the
 #                 kernel's unmasked loads and eight tile shapes (CHECK=1 checks them against PyTorch first, and times
 #                 Newton–Schulz alone in the three forms, as auto does), and each
