@@ -229,6 +229,7 @@ def test_compile_blocks_compiles_one_block_for_all_and_gives_the_whole_models_st
     assert r.returncode == 0 and "step 1 | loss" in r.stdout, r.stderr[-2000:]
 
 
+@pytest.mark.heavy
 def test_compile_time_benchmark_runs():
     """benchmarks/compile_time.py: both forms, each in its own process with empty caches, the same first loss, and the
     ratios line; a bad shape is refused in one line, exit code 2."""
