@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .core import ArgParser, cli, get_device, get_dtype, seed_everything, writable_dir
+from .core import ArgParser, cli, get_device, get_dtype, seed_everything, sync, writable_dir
 from .export import hf_config
 from .layers import ATTENTION_BACKENDS
 from .model import CONFIGS, GPT, LOSS_IMPLS, RESIDUALS, get_config, resolve_loss
@@ -38,10 +38,6 @@ __all__ = ['GRAPHS', 'DOCS', 'BLOCKS', 'DOC_LEN', 'H100_MATMUL_PEAK', 'STEP_SETT
            'summarize', 'bench_table', 'main', 'parse_candidate', 'print_summary']
 
 # %% ../nbs/32_bench.ipynb #ad10ec68
-def _sync(device: torch.device):
-    if device.type == "cuda": torch.cuda.synchronize(device)
-
-
 def _host_waits(fn, steps: int) -> dict:
     """Where `fn`, `steps` training steps on a CUDA GPU, made the host wait for the device, as CUDA's sync debug mode reports
     it (`torch.cuda.set_sync_debug_mode`, which does not see every kind of wait): the count per step and by source line."""
@@ -126,9 +122,9 @@ def matmul_peak(device: torch.device, dtype: torch.dtype | None = None, n: int |
     for _ in range(3): a @ b
     best = float("inf")
     for _ in range(5):
-        _sync(device); t0 = time.perf_counter()
+        sync(device); t0 = time.perf_counter()
         for _ in range(iters): a @ b
-        _sync(device); best = min(best, (time.perf_counter() - t0) / iters)
+        sync(device); best = min(best, (time.perf_counter() - t0) / iters)
     return 2 * n ** 3 / best
 
 # %% ../nbs/32_bench.ipynb #6fdfbd03
@@ -201,11 +197,11 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
     batches = [_rows(batch_size, seq_len, vocab_size, g, doc_len if docs == "on" else None).to(device) for _ in range(2)]
     t_fb, t_opt, first = [], [], None
     for i in range(warmup + steps):
-        _sync(device); t0 = time.perf_counter()
+        sync(device); t0 = time.perf_counter()
         loss, _ = grads(batches[i % 2])
-        _sync(device); t1 = time.perf_counter()
+        sync(device); t1 = time.perf_counter()
         opt.step(); opt.zero_grad(set_to_none=True)
-        _sync(device); t2 = time.perf_counter()
+        sync(device); t2 = time.perf_counter()
         if i == 0: first, first_opt = t2 - t0, t2 - t1   # the model's compile, and the optimizer's (compiled Muon, its kernel's tuning)
         if i >= warmup: t_fb.append(t1 - t0); t_opt.append(t2 - t1)
     synced = statistics.median(a + b for a, b in zip(t_fb, t_opt))
@@ -217,9 +213,9 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
             opt.zero_grad(set_to_none=True)
             if bad := guard.check(lag=1 if i < n - 1 else 0): raise RuntimeError(f"{impl} {preset}: {bad[1]} at timed step {bad[0]}")
     def as_fit(nonfinite: str) -> float:
-        _sync(device); t0 = time.perf_counter()
+        sync(device); t0 = time.perf_counter()
         fit_steps(nonfinite, steps)
-        _sync(device); return (time.perf_counter() - t0) / steps
+        sync(device); return (time.perf_counter() - t0) / steps
     def sampled(nonfinite: str) -> tuple[float, dict | None]:   # as_fit, and on CUDA the card's clock, power and temperature meanwhile
         with (_Clocks(_smi_id(device)) if device.type == "cuda" else contextlib.nullcontext()) as c: t = as_fit(nonfinite)
         return t, c.result if c else None
@@ -271,7 +267,7 @@ def _profile(step_fn, device: torch.device, top: int, steps: int = 2) -> tuple[l
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=acts) as prof:
         for i in range(steps): step_fn(i)
-        _sync(device)
+        sync(device)
     events = list(prof.key_averages())
     if cuda: events = _device_events(events) or events
     def self_us(e): return (getattr(e, "self_device_time_total", 0) or 0) if cuda else e.self_cpu_time_total
@@ -305,10 +301,10 @@ def bench_muon(preset: str, device: torch.device, steps: int = 5, profile: int =
     for p in mats: p.grad = torch.randn_like(p)
     bufs = [torch.zeros_like(p) for p in mats]
     def timed(fn):
-        fn(); _sync(device)                                          # warm-up
+        fn(); sync(device)                                          # warm-up
         t0 = time.perf_counter()
         for _ in range(steps): fn()
-        _sync(device)
+        sync(device)
         return (time.perf_counter() - t0) / steps * 1e3
     opts, impl_ms, errors = {}, {}, {}                               # an implementation that fails is recorded, not fatal
     for i in impls:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['DistInfo', 'dist_info', 'print0', 'get_device', 'get_dtype', 'autocast', 'seed_everything', 'asset_path',
+__all__ = ['DistInfo', 'dist_info', 'print0', 'get_device', 'get_dtype', 'autocast', 'sync', 'seed_everything', 'asset_path',
            'shared_data_dir', 'read_jsonl', 'demo_corpus', 'demo_passages', 'demo_quiz', 'ArgParser', 'cli', 'progress',
            'writable_dir', 'atomic_write', 'fault', 'kill_point']
 
@@ -104,6 +104,11 @@ def autocast(device: torch.device, dtype: torch.dtype):
     "An autocast context for `dtype` on `device`, or a no-op context for float32."
     if dtype == torch.float32: return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def sync(device: torch.device):
+    "Wait until `device` has run everything queued on it (CUDA; elsewhere work runs as it is called): for timing."
+    if device.type == "cuda": torch.cuda.synchronize(device)
 
 # %% ../nbs/00_core.ipynb #f6ea2166
 def seed_everything(seed: int) -> int:

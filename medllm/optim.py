@@ -14,7 +14,7 @@ import time
 import torch
 from torch import Tensor
 
-from .core import kill_point
+from .core import kill_point, sync
 
 # %% auto #0
 __all__ = ['NS_COEFFICIENTS', 'GRAM_MIN_ASPECT', 'NS_FORMS', 'MUON_IMPLS', 'newton_schulz', 'ns_forms_for', 'ns_form_kwargs',
@@ -133,10 +133,6 @@ def ns_form_kwargs(form: str, device: torch.device) -> dict:
                 gram=form == "gram")
 
 
-def _sync(device: torch.device):
-    if device.type == "cuda": torch.cuda.synchronize(device)
-
-
 def time_ns_forms(X: Tensor, forms: tuple[str, ...], steps: int = 5, rounds: int = 5) -> dict[str, float]:
     "Seconds per `newton_schulz` call on the stack X in each form: one untimed call each (where Triton compiles and tunes its kernel), then the median of `rounds`, the forms taking turns within each round."
     kw = {f: ns_form_kwargs(f, X.device) for f in forms}
@@ -144,9 +140,9 @@ def time_ns_forms(X: Tensor, forms: tuple[str, ...], steps: int = 5, rounds: int
     times = {f: [] for f in forms}
     for _ in range(rounds):
         for f in forms:
-            _sync(X.device); t = time.perf_counter()
+            sync(X.device); t = time.perf_counter()
             newton_schulz(X, steps, dtype=X.dtype, **kw[f])
-            _sync(X.device); times[f].append(time.perf_counter() - t)
+            sync(X.device); times[f].append(time.perf_counter() - t)
     return {f: statistics.median(ts) for f, ts in times.items()}
 
 
