@@ -47,8 +47,11 @@
 #                 card at its power limit in the Muon runs, where the model's own kernels ran 3-5% slower than beside
 #                 AdamW? The plan runs AdamW right after the recipe (it reuses the compiled model) and the candidates
 #                 for medium only, before small. Then, on the same warm
-#                 machine at once (its compiles come from Inductor's cache):
-#                 run(command="DOCS= CONFIGS=medium:16x2048 CANDIDATE=docs=on PROFILE=0 EXTRA='--no_data --no_eval
+#                 machine at once (its compiles come from Inductor's cache), if 1.3x was missed by a little:
+#                 run(command="CONFIGS=medium:16x2048 CANDIDATE=muon_impl=auto,graphs=on PROFILE=0 BUDGET=240
+#                 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=400) (auto with
+#                 CUDA graphs beside the recipe and transformers in one run, as run 6 did for compiled_sym: 179 s there);
+#                 else run(command="DOCS= CONFIGS=medium:16x2048 CANDIDATE=docs=on PROFILE=0 EXTRA='--no_data --no_eval
 #                 --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=300) (document masking in the whole step),
 #                 or FIT=1 NO_BENCH=1 (fit end to end with CUDA graphs and muon_impl auto, never run on a GPU)
 #
