@@ -33,7 +33,7 @@ from .optim import MUON_IMPLS, build_optimizer, newton_schulz
 from .train import NonfiniteGuard, compile_model, estimate_run, forward_backward
 
 # %% auto #0
-__all__ = ['GRAPHS', 'DOCS', 'BLOCKS', 'DOC_LEN', 'H100_MATMUL_PEAK', 'STEP_SETTINGS', 'matmul_peak', 'bench_step',
+__all__ = ['GRAPHS', 'DOCS', 'BLOCKS', 'FP8', 'DOC_LEN', 'H100_MATMUL_PEAK', 'STEP_SETTINGS', 'matmul_peak', 'bench_step',
            'flops_per_token', 'bench_muon', 'bench_data', 'bench_eval', 'project', 'parse_configs', 'run_bench',
            'summarize', 'bench_table', 'main', 'parse_candidate', 'print_summary']
 
@@ -146,6 +146,7 @@ def _qwen3(cfg):
 GRAPHS = ("off", "on")   # medllm's compiled step without or with CUDA graphs (fit --cuda_graphs)
 DOCS = ("off", "on")     # medllm's attention: plain causal, or inside each packed document (fit --doc_mask)
 BLOCKS = ("off", "on")   # medllm's model compiled whole, or block by block (fit --compile_blocks)
+FP8 = ("off", "on")      # medllm's head in bf16, or its products in FP8 while training (fit --fp8_head)
 DOC_LEN = 512            # the synthetic documents' mean length in tokens (an assumption: the demo corpus's is 270 with cl100k)
 
 
@@ -160,14 +161,15 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
                dtype: torch.dtype | None = None, compile: bool = False, steps: int = 10, warmup: int = 3,
                vocab_size: int = 50304, seed: int = 0, loss_impl: str = "chunked",
                attention: str = "auto", residual: str = "compute", profile: int = 0, muon_impl: str = "eager",
-               graphs: str = "off", docs: str = "off", doc_len: int = DOC_LEN, blocks: str = "off") -> dict:
-    "Time the training step of `impl` ('medllm' or 'transformers') for one preset and batch shape (`loss_impl`, `attention`, `residual`: medllm's step settings, 11_model; `muon_impl`: Muon's, 20_optim; `graphs`: 'on' compiles medllm's model with CUDA graphs, as `fit --cuda_graphs`; `docs`: 'on' masks medllm's attention to packed documents of `doc_len` tokens on average, as `fit --doc_mask`; `blocks`: 'on' compiles each block on its own, as `fit --compile_blocks`)."
+               graphs: str = "off", docs: str = "off", doc_len: int = DOC_LEN, blocks: str = "off", fp8: str = "off") -> dict:
+    "Time the training step of `impl` ('medllm' or 'transformers') for one preset and batch shape (`loss_impl`, `attention`, `residual`: medllm's step settings, 11_model; `muon_impl`: Muon's, 20_optim; `graphs`: 'on' compiles medllm's model with CUDA graphs, as `fit --cuda_graphs`; `docs`: 'on' masks medllm's attention to packed documents of `doc_len` tokens on average, as `fit --doc_mask`; `blocks`: 'on' compiles each block on its own, as `fit --compile_blocks`; `fp8`: 'on' runs the head's products in FP8, as `fit --fp8_head`)."
     if impl not in ("medllm", "transformers"): raise ValueError(f"unknown implementation {impl!r}: use medllm or transformers")
     if impl == "transformers" and optimizer != "adamw": raise ValueError("the transformers baseline trains with AdamW only")
     if loss_impl not in LOSS_IMPLS: raise ValueError(f"unknown loss {loss_impl!r}: use {' or '.join(LOSS_IMPLS)}")
     if graphs not in GRAPHS: raise ValueError(f"unknown graphs {graphs!r}: use {' or '.join(GRAPHS)}")
     if docs not in DOCS: raise ValueError(f"unknown docs {docs!r}: use {' or '.join(DOCS)}")
     if blocks not in BLOCKS: raise ValueError(f"unknown blocks {blocks!r}: use {' or '.join(BLOCKS)}")
+    if fp8 not in FP8: raise ValueError(f"unknown fp8 {fp8!r}: use {' or '.join(FP8)}")
     if impl == "transformers" and docs == "on": raise ValueError("the transformers baseline runs plain causal attention only")
     dtype = dtype or get_dtype(device)
     seed_everything(seed)
@@ -180,6 +182,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
         model.set_attention(attention)
         model.residual = residual
         model.doc_mask_id = 0 if docs == "on" else None   # the end-of-text id of the synthetic rows below
+        model.fp8_head = fp8 == "on"
         opt = build_optimizer(model, optimizer, fused=fused, muon_impl=muon_impl)
         train_model = compile_model(model, compile, graphs == "on", device, blocks == "on")   # as fit
         def grads(rows): return forward_backward(train_model, model, [rows], device, dtype, grad_clip=1.0, opt=opt)   # (loss, norm), as fit
@@ -228,7 +231,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
             "attention": attention if impl == "medllm" else "sdpa", "residual": residual if impl == "medllm" else None,
             "muon_impl": muon_impl if impl == "medllm" and optimizer == "muon" else None,
             "graphs": graphs if impl == "medllm" else None, "docs": docs if impl == "medllm" else None,
-            "blocks": blocks if impl == "medllm" else None,
+            "blocks": blocks if impl == "medllm" else None, "fp8": fp8 if impl == "medllm" else None,
             "doc_len": doc_len if docs == "on" else None, "compile": compile, "dtype": str(dtype).removeprefix("torch."),
             "steps": steps, "step_ms": step * 1e3, "tokens_per_s": tokens / step, "step_ms_synced": synced * 1e3, "step_ms_skip": skip * 1e3, "host_waits": waits,
             "clocks": clocks, "clocks_skip": clocks_skip,
@@ -400,12 +403,13 @@ def _variant(r: dict) -> str:
     if r.get("graphs") == "on": name += "-graphs"
     if r.get("docs") == "on": name += "-docs"
     if r.get("blocks") == "on": name += "-blocks"
+    if r.get("fp8") == "on": name += "-fp8"
     if r.get("projections") not in (None, "fused"): name += f"-{r['projections']}-proj"   # saved runs of 2026-11-26 (not kept)
     return name
 
 
 STEP_SETTINGS = {"loss": ("auto", *LOSS_IMPLS), "attention": ATTENTION_BACKENDS, "residual": RESIDUALS, "muon_impl": MUON_IMPLS,
-                 "graphs": GRAPHS, "docs": DOCS, "blocks": BLOCKS}  # medllm's step: each setting's values
+                 "graphs": GRAPHS, "docs": DOCS, "blocks": BLOCKS, "fp8": FP8}  # medllm's step: each setting's values
 
 
 def _plan(configs, impls, optimizers, choices: dict, candidates=()) -> list[tuple]:
@@ -471,7 +475,8 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
            "coordinate_descent_tuning": coordinate_descent, "runs": [], "ratios": {}}
     runs = out["runs"]
     fpt = {(p, t): flops_per_token(p, vocab_size, t) for p, _, t in configs}   # once per preset and sequence length
-    theirs = {"loss": "transformers", "attention": "sdpa", "residual": None, "muon_impl": None, "graphs": None, "docs": None, "blocks": None}  # the baseline's settings, for its record
+    theirs = {"loss": "transformers", "attention": "sdpa", "residual": None, "muon_impl": None, "graphs": None, "docs": None, "blocks": None,
+              "fp8": None}  # the baseline's settings, for its record
     tuning = contextlib.nullcontext()
     if coordinate_descent:   # for this run's compilations only, not for the rest of the process
         import torch._inductor.config as inductor_config
@@ -486,7 +491,7 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
             try:
                 kw = {"loss_impl": settings["loss"], "attention": settings["attention"], "residual": settings["residual"],
                       "muon_impl": settings["muon_impl"], "graphs": settings.get("graphs", "off"), "docs": settings.get("docs", "off"),
-                      "blocks": settings.get("blocks", "off"),
+                      "blocks": settings.get("blocks", "off"), "fp8": settings.get("fp8", "off"),
                       "doc_len": doc_len} if settings else {}
                 r = bench_step(impl, preset, b, t, device, optimizer, compile=compile, steps=steps, warmup=warmup,
                                vocab_size=vocab_size, profile=profile, **kw)
@@ -590,7 +595,7 @@ def main(argv: list[str] | None = None):
     p.add_argument("--muon_impl", default="eager", help=f"Muon's elementwise work: {', '.join(MUON_IMPLS)} (a variant runs with Muon)")
     p.add_argument("--candidate", action="append", default=[], metavar="KEY=VALUE,...",
                    help="settings run together in place of the recipe's, with every optimizer, before the variants "
-                        "(e.g. loss=lse,muon_impl=compiled; keys: loss, attention, residual, muon_impl, graphs, docs, blocks); PRESET:KEY=VALUE,... "
+                        "(e.g. loss=lse,muon_impl=compiled; keys: loss, attention, residual, muon_impl, graphs, docs, blocks, fp8); PRESET:KEY=VALUE,... "
                         "for one preset only (medium:muon_impl=compiled_gram); repeatable")
     p.add_argument("--doc_len", type=int, default=DOC_LEN, help="mean tokens per synthetic document in a docs=on run (the batches are random tokens)")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
@@ -629,6 +634,8 @@ def main(argv: list[str] | None = None):
         if c.get("blocks") == "on" and not a.compile: raise ValueError("--candidate blocks=on compiles each block on its own: it needs --compile")
         if c.get("blocks") == "on" and "on" in (c.get("graphs"), c.get("docs")):
             raise ValueError("--candidate blocks=on goes with neither graphs=on nor docs=on (as fit --compile_blocks refuses --cuda_graphs and --doc_mask)")
+        if c.get("fp8") == "on" and resolve_loss(c.get("loss", losses[0]), a.compile) == "chunked":   # as fit --fp8_head
+            raise ValueError("--candidate fp8=on needs the full or lse cross-entropy: add --compile, or loss=full to the candidate")
     for name in ("batch_size", "seq_len", "steps", "vocab_size", "doc_len"):
         if getattr(a, name) < 1: raise ValueError(f"--{name} must be >= 1, got {getattr(a, name)}")
     if a.warmup < 1: raise ValueError(f"--warmup must be >= 1 (the first step compiles and allocates), got {a.warmup}")

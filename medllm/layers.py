@@ -16,9 +16,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 # %% auto #0
-__all__ = ['ATTENTION_BACKENDS', 'RMSNorm', 'rope_tables', 'rotate_half', 'apply_rope', 'sdpa_order', 'KVCache',
-           'CausalSelfAttention', 'document_ids', 'document_mask', 'SwiGLU', 'ReLU2MLP', 'swiglu_hidden', 'softcap',
-           'linear_cross_entropy', 'logits_cross_entropy', 'Block']
+__all__ = ['ATTENTION_BACKENDS', 'FP8_FORWARD', 'FP8_GRAD', 'RMSNorm', 'rope_tables', 'rotate_half', 'apply_rope', 'sdpa_order',
+           'KVCache', 'CausalSelfAttention', 'document_ids', 'document_mask', 'SwiGLU', 'ReLU2MLP', 'swiglu_hidden',
+           'softcap', 'linear_cross_entropy', 'logits_cross_entropy', 'to_fp8', 'fp8_linear', 'Block']
 
 # %% ../nbs/10_layers.ipynb #ad9987a8
 class RMSNorm(nn.Module):
@@ -251,6 +251,46 @@ class _LogitsCrossEntropy(torch.autograd.Function):
 def logits_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     "Mean cross-entropy of `logits` (..., V) against `targets` (...; -1 = ignored), as `F.cross_entropy` on float32 logits, keeping only the logits and a log-sum-exp per row for the backward pass (for compiled runs)."
     return _LogitsCrossEntropy.apply(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+
+# %% ../nbs/10_layers.ipynb #cc895e37
+FP8_FORWARD, FP8_GRAD = torch.float8_e4m3fn, torch.float8_e5m2   # operands of the forward product; the gradient
+
+
+def to_fp8(t: torch.Tensor, dtype: torch.dtype, amax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "`t` / s cast to the FP8 `dtype`, saturated at its largest value, with the float32 scale s = `amax` / that value (t ≈ s · result)."
+    top = torch.finfo(dtype).max
+    s = amax.float().clamp(min=torch.finfo(torch.float32).tiny) / top
+    return (t.float() / s).clamp(-top, top).to(dtype), s
+
+
+class _FP8Linear(torch.autograd.Function):
+    "x @ weight.T with both operands in e4m3 (each scaled by its amax), and the backward's two products with the output's gradient in e5m2, scaled by `grad_bound`."
+    @staticmethod
+    def forward(ctx, x, weight, grad_bound):
+        x8, sx = to_fp8(x, FP8_FORWARD, x.abs().amax())
+        w8, sw = to_fp8(weight, FP8_FORWARD, weight.abs().amax())
+        out_dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype  # as nn.Linear's
+        out = torch._scaled_mm(x8, w8.t(), scale_a=sx, scale_b=sw, out_dtype=out_dtype, use_fast_accum=True)
+        ctx.save_for_backward(x8, w8, sx, sw, grad_bound)
+        ctx.dtypes = x.dtype, weight.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x8, w8, sx, sw, grad_bound = ctx.saved_tensors
+        g8, sg = to_fp8(grad, FP8_GRAD, grad_bound)                                      # no pass for an amax: the bound is known
+        grad_x = torch._scaled_mm(g8, w8.t().contiguous().t(), scale_a=sg, scale_b=sw, out_dtype=ctx.dtypes[0])   # G·W
+        grad_w = torch._scaled_mm(x8.t().contiguous(), g8.t().contiguous().t(), scale_a=sx, scale_b=sg,
+                                  out_dtype=torch.float32).t()                                     # (Xᵀ·G)ᵀ = Gᵀ·X
+        return grad_x, grad_w.to(ctx.dtypes[1]), None
+
+
+def fp8_linear(x: torch.Tensor, weight: torch.Tensor, grad_bound: torch.Tensor) -> torch.Tensor:
+    "x (..., C) @ weight.T (V, C) with FP8 products forward and backward (see above); `grad_bound`: a tensor bounding every entry of the output's gradient (beyond it, the gradient saturates)."
+    n, (v, c) = x.numel() // x.size(-1), weight.shape
+    if n % 16 or c % 16 or v % 16:
+        raise ValueError(f"fp8_linear needs every dimension a multiple of 16 (FP8 products): got {n} positions, {c} inputs, {v} outputs")
+    return _FP8Linear.apply(x.reshape(n, c), weight, grad_bound).reshape(*x.shape[:-1], v)   # (N, C) -> (N, V) -> (..., V)
 
 # %% ../nbs/10_layers.ipynb #b81d7d33
 class Block(nn.Module):

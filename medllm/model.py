@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from .core import atomic_write
 from .layers import (
-    ATTENTION_BACKENDS, Block, KVCache, RMSNorm, document_mask, linear_cross_entropy, logits_cross_entropy, rope_tables, softcap,
-    swiglu_hidden)
+    ATTENTION_BACKENDS, Block, KVCache, RMSNorm, document_mask, fp8_linear, linear_cross_entropy, logits_cross_entropy, rope_tables,
+    softcap, swiglu_hidden)
 
 # %% auto #0
 __all__ = ['CONFIGS', 'LOSS_IMPLS', 'RESIDUALS', 'MODEL_FORMAT', 'pad_vocab', 'ModelConfig', 'nano', 'tiny', 'small', 'medium',
@@ -120,6 +120,7 @@ class GPT(nn.Module):
         self.loss_impl = "chunked"   # or "full", "lse": how forward(idx, targets) computes the cross-entropy (see above)
         self.residual = "compute"    # or "float32": the residual stream's dtype under autocast (see above)
         self.doc_mask_id = None      # or the end-of-text id: training attention stays inside each packed document (see below)
+        self.fp8_head = False        # True: while training, the head's products in FP8 (full or lse loss; see below)
         self.init_weights()
 
     @torch.no_grad()
@@ -179,10 +180,17 @@ class GPT(nn.Module):
     def loss_from_hidden(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         "The mean cross-entropy of final hidden states `x` (B, T, C) against `targets` (B, T; -1 = ignore), as `loss_impl` says (`fit --compile_blocks` compiles it on its own)."
         if self.loss_impl == "full":
-            return F.cross_entropy(self.logits(x).float().flatten(0, 1), targets.flatten(), ignore_index=-1)
-        if self.loss_impl == "lse": return logits_cross_entropy(self.logits(x), targets)   # saves the logits + a log-sum-exp per row
+            return F.cross_entropy(self.loss_logits(x, targets).float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+        if self.loss_impl == "lse": return logits_cross_entropy(self.loss_logits(x, targets), targets)   # saves the logits + a log-sum-exp per row
         if self.loss_impl != "chunked": raise ValueError(f"unknown loss_impl {self.loss_impl!r}: use {' or '.join(LOSS_IMPLS)}")
+        if self.fp8_head: raise ValueError("fp8_head needs loss_impl 'full' or 'lse': the chunked loss computes the head's product itself")
         return linear_cross_entropy(x, self.lm_head.weight, targets, self.config.logit_softcap)  # no (B·T, V) logits
+
+    def loss_logits(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        "The logits the loss reads: with `fp8_head`, while training with gradients, the head in FP8 (10_layers' `fp8_linear`); otherwise `logits`."
+        if not (self.fp8_head and self.training and torch.is_grad_enabled()): return self.logits(x)
+        bound = 1 / (targets != -1).sum().clamp(min=1)   # |∂(mean cross-entropy)/∂logit| ≤ 1/n; soft-capping's slope is ≤ 1
+        return softcap(fp8_linear(x, self.lm_head.weight, bound), self.config.logit_softcap)
 
     def num_params(self, embedding: bool = True) -> int:
         "Number of parameters; `embedding=False` leaves out the input embedding (the head counts: it is a matmul)."

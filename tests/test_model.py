@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medllm.layers import (CausalSelfAttention, KVCache, ReLU2MLP, RMSNorm, SwiGLU, apply_rope, linear_cross_entropy,
-                           rope_tables, softcap)
+from medllm.layers import (FP8_FORWARD, FP8_GRAD, CausalSelfAttention, KVCache, ReLU2MLP, RMSNorm, SwiGLU, apply_rope, fp8_linear,
+                           linear_cross_entropy, rope_tables, softcap, to_fp8)
 from medllm.model import GPT, ModelConfig, generate, get_config, pad_vocab
 
 
@@ -83,6 +83,62 @@ def test_fused_cross_entropy_under_bf16_autocast():
     for a, b in zip(torch.autograd.grad(fused, (h, w)), torch.autograd.grad(naive, (h, w))):
         assert a.dtype == torch.float32
         torch.testing.assert_close(a, b, atol=2e-3, rtol=2e-2)
+
+
+def test_fp8_linear_is_the_product_of_the_rounded_operands():
+    """fp8_linear's forward product and both backward products are the float32 products of the FP8 values the operands
+    round to (x and w by their amax, the output's gradient by `grad_bound` into e5m2), rescaled: checked against that
+    arithmetic written out, on a gradient captured where fp8_linear receives it."""
+    torch.manual_seed(3)
+    x = torch.randn(2, 32, 64, requires_grad=True); w = (torch.randn(512, 64) * 0.05).requires_grad_()
+    t = torch.randint(0, 512, (2, 32)); t[0, :7] = -1
+    bound = 1 / (t != -1).sum()
+    seen = {}
+    out = fp8_linear(x, w, bound)
+    out.register_hook(lambda g: seen.setdefault("grad", g))
+    loss = F.cross_entropy(out.float().flatten(0, 1), t.flatten(), ignore_index=-1)
+    gx, gw = torch.autograd.grad(loss, (x, w))
+    def value(t, dtype, amax):   # what the FP8 number stands for
+        q, s = to_fp8(t, dtype, amax)
+        return q.float() * s
+    x2 = x.detach().flatten(0, 1)
+    xv, wv = value(x2, FP8_FORWARD, x2.abs().amax()), value(w.detach(), FP8_FORWARD, w.detach().abs().amax())
+    gv = value(seen["grad"].flatten(0, 1), FP8_GRAD, bound)
+    torch.testing.assert_close(out.detach().flatten(0, 1), xv @ wv.T, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gx.flatten(0, 1), gv @ wv, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(gw, gv.T @ xv, rtol=1e-5, atol=1e-9)
+    assert 0.5 * bound < seen["grad"].abs().max() <= bound   # the bound is tight: the scale wastes at most one binade
+    ref = F.cross_entropy((x @ w.T).flatten(0, 1), t.flatten(), ignore_index=-1)   # and near the float32 head
+    assert abs(loss.item() - ref.item()) < 5e-3
+    for a, b in zip((gx, gw), torch.autograd.grad(ref, (x, w))):
+        assert F.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.999 and (a - b).norm() < 0.05 * b.norm()
+
+
+def test_fp8_linear_under_bf16_autocast_and_past_its_bound():
+    torch.manual_seed(4)
+    x = torch.randn(64, 32, requires_grad=True); w = (torch.randn(256, 32) * 0.05).requires_grad_()
+    t = torch.randint(0, 256, (64,))
+    with torch.autocast("cpu", torch.bfloat16):
+        out = fp8_linear(x.to(torch.bfloat16), w, torch.tensor(1 / 64))
+        loss = F.cross_entropy(out.float(), t)
+    assert out.dtype == torch.bfloat16                                  # what nn.Linear gives under autocast
+    gx, gw = torch.autograd.grad(1e4 * loss, (x, w))                     # 10,000 times past the bound: saturated, not inf
+    assert gx.dtype == gw.dtype == torch.float32 and gx.isfinite().all() and gw.isfinite().all()
+    with pytest.raises(ValueError, match="multiple of 16"): fp8_linear(torch.randn(10, 32), w, torch.tensor(1.0))
+
+
+def test_fp8_head_in_the_model_trains_only():
+    "GPT.fp8_head: a training loss within FP8's precision of the float32 head's; without gradients, the float32 head exactly."
+    torch.manual_seed(5)
+    m = GPT(get_config("nano", vocab_size=512)); m.loss_impl = "full"
+    with torch.no_grad(): m.lm_head.weight.normal_(std=0.05)
+    idx = torch.randint(0, 512, (2, 32))
+    ref = m(idx, idx)
+    m.fp8_head = True
+    ours = m(idx, idx)
+    assert ours.item() != ref.item() and abs(ours.item() - ref.item()) < 0.01
+    with torch.no_grad(): assert m(idx, idx).item() == ref.item()
+    m.eval(); assert m(idx, idx).item() == ref.item()
 
 
 def _randomised(cfg: ModelConfig, seed=0) -> GPT:

