@@ -30,7 +30,7 @@ from .export import hf_config
 from .layers import ATTENTION_BACKENDS
 from .model import CONFIGS, GPT, LOSS_IMPLS, RESIDUALS, get_config, resolve_loss
 from .optim import MUON_IMPLS, build_optimizer, newton_schulz
-from .train import NonfiniteGuard, compile_model, estimate_run, forward_backward
+from .train import NonfiniteGuard, check_fp8, compile_model, estimate_run, forward_backward
 
 # %% auto #0
 __all__ = ['GRAPHS', 'DOCS', 'BLOCKS', 'FP8', 'DOC_LEN', 'H100_MATMUL_PEAK', 'STEP_SETTINGS', 'matmul_peak', 'bench_step',
@@ -182,6 +182,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
         model.set_attention(attention)
         model.residual = residual
         model.doc_mask_id = 0 if docs == "on" else None   # the end-of-text id of the synthetic rows below
+        if fp8 == "on": check_fp8(device)                 # as fit: one line on a GPU without FP8 tensor cores
         model.fp8_head = fp8 == "on"
         opt = build_optimizer(model, optimizer, fused=fused, muon_impl=muon_impl)
         train_model = compile_model(model, compile, graphs == "on", device, blocks == "on")   # as fit

@@ -37,7 +37,7 @@ from .reasoning import format_question, prompt_parts
 from .tokenizer import Tokenizer, get_tokenizer, tokenizer_from_spec
 
 # %% auto #0
-__all__ = ['NONFINITE', 'PEAK_FLOPS', 'SAMPLE_QUESTIONS', 'RESUME_FIELDS', 'TrainConfig', 'peak_flops', 'run_info',
+__all__ = ['NONFINITE', 'PEAK_FLOPS', 'SAMPLE_QUESTIONS', 'RESUME_FIELDS', 'check_fp8', 'TrainConfig', 'peak_flops', 'run_info',
            'evaluate_loss', 'sample_generations', 'TrainingError', 'forward_backward', 'compile_model',
            'step_is_finite', 'NonfiniteGuard', 'fit', 'token_byte_lengths', 'train_parser', 'main', 'estimate_run']
 
@@ -45,7 +45,7 @@ __all__ = ['NONFINITE', 'PEAK_FLOPS', 'SAMPLE_QUESTIONS', 'RESUME_FIELDS', 'Trai
 NONFINITE = ("stop", "skip")   # what a NaN/Inf loss or gradient does to a run (NonfiniteGuard, below)
 
 
-def _check_fp8(device: torch.device):
+def check_fp8(device: torch.device):
     "`--fp8_head` runs where PyTorch has FP8 products: CUDA GPUs with FP8 tensor cores, and CPUs (slowly: for tests)."
     if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
         raise ValueError(f"--fp8_head needs FP8 tensor cores (compute capability 8.9 or more: Ada, Hopper, Blackwell); "
@@ -428,7 +428,7 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
     model.set_attention(cfg.attention)
     model.residual = cfg.residual
     model.doc_mask_id = tok.eot_id if cfg.doc_mask else None   # validation loss is masked the same way
-    if cfg.fp8_head: _check_fp8(device)
+    if cfg.fp8_head: check_fp8(device)
     model.fp8_head = cfg.fp8_head                               # training steps only: validation reads the bf16 head
     if ckpt: model.load_state_dict(ckpt["model"])
     opt = build_optimizer(model, cfg.optimizer, cfg.lr_matrix, cfg.lr_embed, cfg.lr_head, cfg.lr_scalar, cfg.lr_adamw, cfg.weight_decay,
