@@ -25,12 +25,15 @@
 #   `python3 tools/doc_mask_check.py` (47 s; doc_mask_check_h200.log), and small alone with BUDGET=80 (114 s, cut short).
 #
 #   next:         run(command="CHECK=1 BUDGET=420 bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=590): the whole run
-#                 again, with what was built after run 5 and never run on a GPU. Estimated from run 5's 70-77 s compiles:
-#                 the checks about 75 s; medium's recipe, AdamW and transformers about 195 s; the candidate auto about
+#                 again, with what was built after run 5 and never run on a GPU. Estimated from runs 3 and 5 (476 and
+#                 470 s with BUDGET=380; 70-77 s compiles): Muon's check about 40 s and the FP8 check about 10 s (eager
+#                 only); then medium's recipe, AdamW and transformers about 195 s; the candidate auto about
 #                 45 s (Muon's compile and its forms' timing; the model's compile is cached), auto with the FP8 head
 #                 about 95 s (a new model graph; its AdamW run reuses it); small's recipe about 75 s, so small's AdamW
 #                 run starts near 410 s, inside the 420 s budget, and all three targets can fall in one run; small's
-#                 transformers run is then skipped, and the JSON, written after every run, comes back in any case.
+#                 transformers run is then skipped. With the Muon step alone, data and evaluation after the budget
+#                 (about 90 s in run 5) the whole is about 560 s; the JSON, written after every run, comes back in any
+#                 case, and `medllm-bench --show` recomputes the ratios from it.
 #                 What is new since run 5:
 #                 - the head's products in FP8 (`fit --fp8_head`, candidate fp8=on; 10_layers' fp8_linear): the head is
 #                   12.5% of medium's FLOPs and FP8 runs at twice bf16's rate; CHECK=1 first checks its products'
