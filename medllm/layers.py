@@ -143,7 +143,16 @@ def document_mask(idx: torch.Tensor, eot_id: int, flex: bool = False):
     return (causal & (docs[:, :, None] == docs[:, None, :]))[:, None]
 
 # %% ../nbs/10_layers.ipynb #bf4ce662
-class SwiGLU(nn.Module):
+class _MLP(nn.Module):
+    "What the two MLPs share: `fp8` (False unless set, by `GPT.fp8_mlp`) runs their products in FP8 while training with gradients (`fp8_linear`, below)."
+    fp8 = False
+
+    def proj(self, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        "`layer(x)`, or with `fp8` while training with gradients, the same product in FP8."
+        return fp8_linear(x, layer.weight) if self.fp8 and self.training and torch.is_grad_enabled() else layer(x)
+
+
+class SwiGLU(_MLP):
     "down(silu(gate(x)) * up(x)): Qwen3's MLP."
     def __init__(self, d_model: int, hidden: int):
         super().__init__()
@@ -151,17 +160,17 @@ class SwiGLU(nn.Module):
         self.up_proj = nn.Linear(d_model, hidden, bias=False)
         self.down_proj = nn.Linear(hidden, d_model, bias=False)
 
-    def forward(self, x): return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+    def forward(self, x): return self.proj(self.down_proj, F.silu(self.proj(self.gate_proj, x)) * self.proj(self.up_proj, x))
 
 
-class ReLU2MLP(nn.Module):
+class ReLU2MLP(_MLP):
     "down(relu(up(x))²): the Primer / modded-nanogpt MLP (an ablation; not exportable to Qwen3)."
     def __init__(self, d_model: int, hidden: int):
         super().__init__()
         self.up_proj = nn.Linear(d_model, hidden, bias=False)
         self.down_proj = nn.Linear(hidden, d_model, bias=False)
 
-    def forward(self, x): return self.down_proj(F.relu(self.up_proj(x)).square())
+    def forward(self, x): return self.proj(self.down_proj, F.relu(self.proj(self.up_proj, x)).square())
 
 
 def swiglu_hidden(d_model: int, multiple_of: int = 128) -> int:
@@ -264,7 +273,7 @@ def to_fp8(t: torch.Tensor, dtype: torch.dtype, amax: torch.Tensor) -> tuple[tor
 
 
 class _FP8Linear(torch.autograd.Function):
-    "x @ weight.T with both operands in e4m3 (each scaled by its amax), and the backward's two products with the output's gradient in e5m2, scaled by `grad_bound`."
+    "x @ weight.T with both operands in e4m3 (each scaled by its amax), and the backward's two products with the output's gradient in e5m2, scaled by `grad_bound` (None: by its own amax)."
     @staticmethod
     def forward(ctx, x, weight, grad_bound):
         x8, sx = to_fp8(x, FP8_FORWARD, x.abs().amax())
@@ -278,15 +287,15 @@ class _FP8Linear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x8, w8, sx, sw, grad_bound = ctx.saved_tensors
-        g8, sg = to_fp8(grad, FP8_GRAD, grad_bound)                                      # no pass for an amax: the bound is known
+        g8, sg = to_fp8(grad, FP8_GRAD, grad.abs().amax() if grad_bound is None else grad_bound)   # a bound: no pass for an amax
         grad_x = torch._scaled_mm(g8, w8.t().contiguous().t(), scale_a=sg, scale_b=sw, out_dtype=ctx.dtypes[0])   # G·W
         grad_w = torch._scaled_mm(x8.t().contiguous(), g8.t().contiguous().t(), scale_a=sx, scale_b=sg,
                                   out_dtype=torch.float32).t()                                     # (Xᵀ·G)ᵀ = Gᵀ·X
         return grad_x, grad_w.to(ctx.dtypes[1]), None
 
 
-def fp8_linear(x: torch.Tensor, weight: torch.Tensor, grad_bound: torch.Tensor) -> torch.Tensor:
-    "x (..., C) @ weight.T (V, C) with FP8 products forward and backward (see above); `grad_bound`: a tensor bounding every entry of the output's gradient (beyond it, the gradient saturates)."
+def fp8_linear(x: torch.Tensor, weight: torch.Tensor, grad_bound: torch.Tensor | None = None) -> torch.Tensor:
+    "x (..., C) @ weight.T (V, C) with FP8 products forward and backward (see above); `grad_bound`: a tensor bounding every entry of the output's gradient (beyond it, the gradient saturates), or None: the gradient's own largest entry, read in the backward pass."
     n, (v, c) = x.numel() // x.size(-1), weight.shape
     if n % 16 or c % 16 or v % 16:
         raise ValueError(f"fp8_linear needs every dimension a multiple of 16 (FP8 products): got {n} positions, {c} inputs, {v} outputs")

@@ -123,6 +123,15 @@ class GPT(nn.Module):
         self.fp8_head = False        # True: while training, the head's products in FP8 (full or lse loss; see below)
         self.init_weights()
 
+    @property
+    def fp8_mlp(self) -> bool:
+        "True: while training with gradients, every block's MLP products in FP8 (the layers notebook; see below)."
+        return all(block.mlp.fp8 for block in self.blocks)
+
+    @fp8_mlp.setter
+    def fp8_mlp(self, on: bool):
+        for block in self.blocks: block.mlp.fp8 = bool(on)
+
     @torch.no_grad()
     def init_weights(self):
         """Initialise every tensor:

@@ -45,12 +45,12 @@ __all__ = ['NONFINITE', 'PEAK_FLOPS', 'SAMPLE_QUESTIONS', 'RESUME_FIELDS', 'chec
 NONFINITE = ("stop", "skip")   # what a NaN/Inf loss or gradient does to a run (NonfiniteGuard, below)
 
 
-def check_fp8(device: torch.device):
-    "`--fp8_head` runs where PyTorch has FP8 products: CUDA GPUs with FP8 tensor cores, and CPUs (slowly: for tests)."
+def check_fp8(device: torch.device, flag: str = "--fp8_head"):
+    "`--fp8_head` and `--fp8_mlp` (`flag`, for the message) run where PyTorch has FP8 products: CUDA GPUs with FP8 tensor cores, and CPUs (slowly: for tests)."
     if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
-        raise ValueError(f"--fp8_head needs FP8 tensor cores (compute capability 8.9 or more: Ada, Hopper, Blackwell); "
+        raise ValueError(f"{flag} needs FP8 tensor cores (compute capability 8.9 or more: Ada, Hopper, Blackwell); "
                          f"{torch.cuda.get_device_name(device)} has {'.'.join(map(str, torch.cuda.get_device_capability(device)))}")
-    if device.type not in ("cuda", "cpu"): raise ValueError(f"--fp8_head runs on CUDA GPUs and CPUs, not on {device.type}")
+    if device.type not in ("cuda", "cpu"): raise ValueError(f"{flag} runs on CUDA GPUs and CPUs, not on {device.type}")
 
 
 def _check_blocks(blocks: bool, compile: bool, cuda_graphs: bool, doc_mask: bool):
@@ -111,6 +111,7 @@ class TrainConfig:
     nonfinite: str = "stop"           # a NaN/Inf loss or gradient: stop (keep the last good checkpoint) or skip the step (NonfiniteGuard)
     fused_adamw: str = "auto"         # AdamW in one kernel for all tensors: auto (on CUDA), on (on a CPU too: torch has that kernel), off
     fp8_head: bool = False            # while training, the head's three products in FP8 (twice bf16's rate on H100-class GPUs; needs the full or lse loss; 10_layers, 11_model)
+    fp8_mlp: bool = False             # while training, every block's MLP products in FP8, each gradient scaled by its own amax (every block's arithmetic changes; 10_layers)
 
     def __post_init__(self):
         if self.model not in CONFIGS: raise ValueError(f"unknown model {self.model!r}: use one of {', '.join(CONFIGS)}")
@@ -134,8 +135,9 @@ class TrainConfig:
         _check_blocks(self.compile_blocks, self.compile, self.cuda_graphs, self.doc_mask)
         if self.fp8_head and resolve_loss(self.loss, self.compile) == "chunked":
             raise ValueError("--fp8_head needs the full cross-entropy: add --compile, or --loss full (the chunked loss computes the head's product itself)")
-        if self.fp8_head and self.batch_size * self.seq_len % 16:
-            raise ValueError(f"--fp8_head needs batch_size × seq_len a multiple of 16 (FP8 products): got {self.batch_size} × {self.seq_len}")
+        for flag in ("fp8_head", "fp8_mlp"):
+            if getattr(self, flag) and self.batch_size * self.seq_len % 16:
+                raise ValueError(f"--{flag} needs batch_size × seq_len a multiple of 16 (FP8 products): got {self.batch_size} × {self.seq_len}")
         if self.doc_mask and self.attention != "auto":
             raise ValueError(f"--attention {self.attention} picks the kernel of plain causal attention; --doc_mask runs FlexAttention or a masked SDPA: leave --attention auto")
         for name in ("eval_every", "save_every", "eval_batches", "num_workers", "warmup_steps"):
@@ -428,8 +430,9 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
     model.set_attention(cfg.attention)
     model.residual = cfg.residual
     model.doc_mask_id = tok.eot_id if cfg.doc_mask else None   # validation loss is masked the same way
-    if cfg.fp8_head: check_fp8(device)
-    model.fp8_head = cfg.fp8_head                               # training steps only: validation reads the bf16 head
+    for flag in ("fp8_head", "fp8_mlp"):
+        if getattr(cfg, flag): check_fp8(device, f"--{flag}")
+    model.fp8_head, model.fp8_mlp = cfg.fp8_head, cfg.fp8_mlp    # training steps only: validation reads the bf16 products
     if ckpt: model.load_state_dict(ckpt["model"])
     opt = build_optimizer(model, cfg.optimizer, cfg.lr_matrix, cfg.lr_embed, cfg.lr_head, cfg.lr_scalar, cfg.lr_adamw, cfg.weight_decay,
                           fused={"auto": device.type == "cuda", "on": True, "off": False}[cfg.fused_adamw], muon_impl=cfg.muon_impl)

@@ -141,6 +141,47 @@ def test_fp8_head_in_the_model_trains_only():
     m.eval(); assert m(idx, idx).item() == ref.item()
 
 
+def test_fp8_linear_without_a_bound_scales_the_gradient_by_its_largest_entry():
+    """grad_bound=None (the MLP's products): the output's gradient is scaled by its own amax, so its largest entry lands
+    on e5m2's largest value, and G·W and Gᵀ·X are the products of the FP8 values, as with a bound."""
+    torch.manual_seed(6)
+    x = torch.randn(48, 32, requires_grad=True); w = torch.randn(80, 32).requires_grad_()
+    seen = {}
+    out = fp8_linear(x, w)
+    out.register_hook(lambda g: seen.setdefault("grad", g))
+    g_out = torch.randn(48, 80) * 3e-5                                   # far below 1: an amax scale, not a fixed one
+    gx, gw = torch.autograd.grad(out, (x, w), g_out)
+    g = seen["grad"]
+    q, s = to_fp8(g, FP8_GRAD, g.abs().amax())
+    assert q.float().abs().max().item() == torch.finfo(FP8_GRAD).max
+    def value(t, dtype):
+        q, s = to_fp8(t, dtype, t.abs().amax())
+        return q.float() * s
+    gv, xv, wv = value(g, FP8_GRAD), value(x.detach(), FP8_FORWARD), value(w.detach(), FP8_FORWARD)
+    torch.testing.assert_close(gx, gv @ wv, rtol=1e-5, atol=1e-12)
+    torch.testing.assert_close(gw, gv.T @ xv, rtol=1e-5, atol=1e-12)
+    assert (gx - g_out @ w.detach()).norm() < 0.08 * (g_out @ w.detach()).norm()   # near the float32 gradient
+
+
+@pytest.mark.parametrize("mlp", ["swiglu", "relu2"])
+def test_fp8_mlp_in_the_model_trains_only(mlp):
+    """GPT.fp8_mlp: every block's MLP in FP8 while training (a loss near the plain one, a finite gradient for every
+    tensor); without gradients or in eval(), the plain products exactly; off again, the plain training loss exactly."""
+    m = _randomised(get_config("nano", vocab_size=512, mlp=mlp), seed=7)
+    idx = torch.randint(0, 512, (2, 32), generator=torch.Generator().manual_seed(7))
+    ref = m(idx, idx)
+    m.fp8_mlp = True
+    assert m.fp8_mlp and all(b.mlp.fp8 for b in m.blocks)
+    ours = m(idx, idx)
+    ours.backward()
+    assert ours.item() != ref.item() and abs(ours.item() - ref.item()) < 0.05, (ours.item(), ref.item())
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in m.parameters())
+    with torch.no_grad(): assert m(idx, idx).item() == ref.item()
+    m.eval(); assert m(idx, idx).item() == ref.item(); m.train()
+    m.fp8_mlp = False
+    assert not any(b.mlp.fp8 for b in m.blocks) and m(idx, idx).item() == ref.item()
+
+
 def _randomised(cfg: ModelConfig, seed=0) -> GPT:
     torch.manual_seed(seed)
     m = GPT(cfg)

@@ -1,28 +1,32 @@
-"""The head in FP8 (`fp8_linear`, 10_layers) on the device: its arithmetic, its loss and gradients against the bf16 head,
-and its products' speed.
+"""The head and the MLPs in FP8 (`fp8_linear`, 10_layers) on the device: the arithmetic, the loss and gradients against
+bf16, and the products' speed.
 
 `CHECK=1 bash tools/gpu_bench.sh` runs it after Muon's check (GPU time is scarce: one call does both); alone:
 `PYTHONPATH=. python3 tools/fp8_check.py [cuda|cpu]`.
 - the arithmetic: the forward product and both backward ones against the float32 products of the FP8 values the operands
-  round to (this checks the layouts cuBLAS's FP8 products want);
+  round to (this checks the layouts cuBLAS's FP8 products want), with the gradient scaled by a bound (the head) and by its
+  own largest entry (the MLPs);
 - medium's head (16 × 2048 positions, C = 1024, V = 50,304) in a mean cross-entropy under bf16 autocast: the loss and the
   gradients' cosines against the bf16 head; compiled too with `FP8_CHECK_COMPILE=1` (about half a minute more on a GPU,
   so `gpu_bench.sh` leaves it out: its fp8=on candidate compiles the whole model with the FP8 head anyway);
+- medium's MLP (SwiGLU, C = 1024, H = 2816, 16 × 2048 positions) in FP8 against bf16 under bf16 autocast: output and
+  gradients' cosines;
 - the head's three products alone, bf16 (`torch.mm`) against FP8 (`torch._scaled_mm`), and the FP8 casts and copies
-  the backward makes, unfused (the compiled step fuses some of them): median of 20 timings each.
+  the backward makes, unfused (the compiled step fuses some of them): median of 20 timings each; then the MLP's nine
+  products per block in their four shapes, summed over medium's 24 blocks, and their casts and copies, unfused.
 On a CPU the shapes are small and nothing is timed (`FP8_CHECK_TIME=1` times them anyway): it checks the script."""
 import os, statistics, sys, time
 import torch
 import torch.nn.functional as F
 from medllm.core import sync
-from medllm.layers import FP8_FORWARD, FP8_GRAD, fp8_linear, to_fp8
+from medllm.layers import FP8_FORWARD, FP8_GRAD, SwiGLU, fp8_linear, to_fp8
 
 dev = torch.device(sys.argv[1] if len(sys.argv) > 1 else ("cuda" if torch.cuda.is_available() else "cpu"))
 if dev.type == "cuda":
     cap = torch.cuda.get_device_capability(dev)
     print(f"fp8 check on {torch.cuda.get_device_name(dev)}, compute capability {cap[0]}.{cap[1]}")
     if cap < (8, 9): sys.exit("no FP8 tensor cores (compute capability under 8.9): nothing to check")
-N, C, V = (16 * 2048, 1024, 50304) if dev.type == "cuda" else (256, 64, 512)
+N, C, V, H = (16 * 2048, 1024, 50304, 2816) if dev.type == "cuda" else (256, 64, 512, 192)
 failures = []
 
 
@@ -48,6 +52,14 @@ gv = value(seen["g"], FP8_GRAD, bound)
 for name, got, want in (("forward product", out, xv @ wv.T), ("G·W (input's gradient)", gx, gv @ wv), ("Gᵀ·X (weight's gradient)", gw, gv.T @ xv)):
     err = ((got.float() - want).norm() / want.norm()).item()
     check(name, err < 5e-3, f"relative difference {err:.2e} from the FP8 values' float32 product")
+seen.clear()                                   # the MLPs' form: no bound, the gradient scaled by its own largest entry
+out = fp8_linear(x, w)
+out.register_hook(lambda g: seen.setdefault("g", g))
+gx, gw = torch.autograd.grad(out, (x, w), torch.randn_like(out) * 1e-4)
+gv = value(seen["g"], FP8_GRAD, seen["g"].abs().amax())
+for name, got, want in (("G·W, gradient scaled by its amax", gx, gv @ wv), ("Gᵀ·X, gradient scaled by its amax", gw, gv.T @ xv)):
+    err = ((got.float() - want).norm() / want.norm()).item()
+    check(name, err < 5e-3, f"relative difference {err:.2e} from the FP8 values' float32 product")
 
 # 2. medium's head in a mean cross-entropy under bf16 autocast, against the bf16 head.
 torch.manual_seed(1)
@@ -70,6 +82,21 @@ for name in [n for n in grads if n != "bf16"]:
     check(f"medium's head, {name}", finite and abs(l - grads["bf16"][0]) < 0.01 and min(cos) > 0.99,
           f"loss {l:.5f} (bf16 {grads['bf16'][0]:.5f}); gradient cosines {cos[0]:.5f}, {cos[1]:.5f}")
 del grads
+
+# 2b. medium's MLP under bf16 autocast: FP8 against bf16.
+torch.manual_seed(2)
+mlp = SwiGLU(C, H).to(dev)
+xm = torch.randn(N, C, device=dev).to(torch.bfloat16).requires_grad_()
+res = {}
+for on in (False, True):
+    mlp.fp8 = on
+    with torch.autocast(dev.type, dtype=torch.bfloat16):
+        y = mlp(xm)
+    res[on] = (y.detach(), *torch.autograd.grad(y.float().square().mean(), (xm, *mlp.parameters())))
+cos = [F.cosine_similarity(p.float().flatten(), q.float().flatten(), dim=0).item() for p, q in zip(res[True], res[False])]
+check("medium's MLP, fp8", all(t.isfinite().all().item() for t in res[True]) and min(cos) > 0.99,
+      "cosines against bf16: output, ∂x, ∂gate, ∂up, ∂down " + ", ".join(f"{c:.4f}" for c in cos))
+del res, mlp, xm
 
 # 3. The products alone (on CUDA): bf16 against FP8, and the FP8 casts and copies, unfused.
 if dev.type == "cuda" or os.environ.get("FP8_CHECK_TIME"):   # FP8_CHECK_TIME=1 runs this on a CPU: the code, not the figures
@@ -99,5 +126,35 @@ if dev.type == "cuda" or os.environ.get("FP8_CHECK_TIME"):   # FP8_CHECK_TIME=1 
                            to_fp8(G, FP8_GRAD, n_bound)[0].t().contiguous(), w8.t().contiguous()))
     print(f"        three products: bf16 {total[0]:.2f} ms, fp8 {total[1]:.2f} ms ({total[0] - total[1]:+.2f} ms saved); "
           f"the FP8 casts and copies, unfused: {casts:.2f} ms")
+    del G, g8, g8_cols
+    # The MLP's nine products per block, in four shapes (M × K by K × N, as fp8_linear runs them): forward X·Wᵀ for gate
+    # and up (N, C, H) and down (N, H, C); backward G·W for gate and up (N, H, C) and down (N, C, H); Gᵀ·X for gate and
+    # up (H, N, C) and down (C, N, H). Operands: e4m3 forward; e5m2 gradient first in G·W, second in Gᵀ·X.
+    blocks = 24 if dev.type == "cuda" else 1
+    shapes = {"forward (N, C, H)": ((N, C, H), 2, FP8_FORWARD, FP8_FORWARD, torch.bfloat16, True),
+              "forward (N, H, C)": ((N, H, C), 1, FP8_FORWARD, FP8_FORWARD, torch.bfloat16, True),
+              "G·W (N, H, C)": ((N, H, C), 2, FP8_GRAD, FP8_FORWARD, torch.bfloat16, False),
+              "G·W (N, C, H)": ((N, C, H), 1, FP8_GRAD, FP8_FORWARD, torch.bfloat16, False),
+              "Gᵀ·X (H, N, C)": ((H, N, C), 2, FP8_FORWARD, FP8_GRAD, torch.float32, False),
+              "Gᵀ·X (C, N, H)": ((C, N, H), 1, FP8_FORWARD, FP8_GRAD, torch.float32, False)}
+    total = [0.0, 0.0]
+    for k, ((m, kk, n), count, da, db, od, fast) in shapes.items():
+        a, b = torch.randn(m, kk, device=dev).to(torch.bfloat16), torch.randn(n, kk, device=dev).to(torch.bfloat16)
+        a8, b8 = a.to(da), b.to(db).t()                                    # row-major first operand, column-major second
+        one = torch.ones((), device=dev)
+        t16 = timed(lambda: a @ b.T)
+        t8 = timed(lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=od, use_fast_accum=fast))
+        total[0] += count * t16; total[1] += count * t8
+        print(f"        MLP {k:18} ×{count}  bf16 {t16:6.2f} ms ({2 * m * kk * n / t16 / 1e9:5.0f} TFLOP/s)   "
+              f"fp8 {t8:6.2f} ms ({2 * m * kk * n / t8 / 1e9:5.0f} TFLOP/s)   {t16 / t8:.2f}x")
+        del a, b, a8, b8
+    xb, hb2 = torch.randn(N, C, device=dev).to(torch.bfloat16), torch.randn(N, H, device=dev).to(torch.bfloat16)
+    def mlp_casts():   # one block's, unfused: X and the hidden product in e4m3 (and transposed for Gᵀ·X), the three gradients in e5m2 by their amax (and transposed)
+        x8 = to_fp8(xb, FP8_FORWARD, xb.abs().amax())[0]; h8 = to_fp8(hb2, FP8_FORWARD, hb2.abs().amax())[0]
+        x8.t().contiguous(); h8.t().contiguous()
+        for g in (xb, hb2, hb2): to_fp8(g, FP8_GRAD, g.abs().amax())[0].t().contiguous()
+    mc = timed(mlp_casts)
+    print(f"        MLP products over {blocks} block(s): bf16 {blocks * total[0]:.2f} ms, fp8 {blocks * total[1]:.2f} ms "
+          f"({blocks * (total[0] - total[1]):+.2f} ms saved); casts and copies, unfused: {blocks * mc:.2f} ms")
 print("fp8 check:", "all ok" if not failures else f"{len(failures)} FAILED: {', '.join(failures)}")
 sys.exit(1 if failures else 0)

