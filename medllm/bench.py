@@ -715,7 +715,7 @@ def print_summary(res: dict):
                            (batch, "runs_recipe_batch")):
             for r in pr.get(key, []):
                 print(f"  {label}: {r['tokens_B']:.0f}B tokens on {r['gpus']} GPUs at {r['tokens_per_s_per_gpu']:,.0f} tokens/s per GPU: "
-                      f"{r['minutes']:.0f} min, ${r['usd']:,.0f}")
+                      f"{r['minutes']:.1f} min, ${r['usd']:,.0f}")
     if "data_loader" in res: print(f"data loader: {res['data_loader'].get('tokens_per_s', 0):,.0f} tokens/s {res['data_loader'].get('error', '')}")
     if "evaluation" in res: print(f"evaluation: {res['evaluation'].get('questions_per_s', 0):.1f} questions/s (nano, letter) {res['evaluation'].get('error', '')}")
     for r in res["runs"]:

@@ -56,13 +56,15 @@
 #                 - each timing's SM clock, power and temperature (`clocks`, `clocks_skip`): is the card at its power
 #                   limit in the Muon runs, where the model's own kernels ran 3-5% slower than beside AdamW?
 #                 - small:blocks=on (the model compiled block by block), last in the plan: the budget cuts it first.
-#                 Then, on the same warm machine at once (its compiles come from Inductor's cache):
-#                 run(command="CONFIGS=medium:16x2048 CANDIDATE=muon_impl=auto,fp8=on,fp8_mlp=on PROFILE=0 BUDGET=200
-#                 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=330): the
-#                 MLPs in FP8 as well, beside the recipe and transformers in one run (about 190 s, as run 6's 179 s: the
-#                 recipe's and transformers' compiles cached, the candidate's a new graph, about 75 s). The MLP is half of
-#                 medium's products, so this is the one candidate that could move the model's own step by the ~9% the
-#                 8xH100 line needs. If device time is left after that: CUDA graphs (CANDIDATE=muon_impl=auto,fp8=on,
+#                 Then, on the same warm machine at once (it is given back after 30 s idle; its compiles then come from
+#                 Inductor's cache): run(command="CANDIDATE=medium:muon_impl=auto,fp8=on,fp8_mlp=on PROFILE=0 BUDGET=200
+#                 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=300): the
+#                 MLPs in FP8 as well, beside medium's recipe and transformers, then small's recipe, AdamW and
+#                 transformers, all in one run (about 220 s: every compile cached but the candidate's new graph, about
+#                 75 s; run 6 took 179 s for medium alone). The MLP is half of medium's products, so this is the one
+#                 candidate that could move the model's own step by the ~9% the 8xH100 line needs; small's AdamW run
+#                 puts its MFU target in the same run. The device's 900 s leave about 270 s after the first call; the
+#                 JSON, written after every run, comes back even if the call is cut. If device time is left after that: CUDA graphs (CANDIDATE=muon_impl=auto,fp8=on,
 #                 graphs=on), FIT=1 NO_BENCH=1 (fit end to end with CUDA graphs, muon_impl auto and the FP8 head and MLPs,
 #                 never run on a GPU), or DOCS= with CANDIDATE=docs=on (document masking in the whole step)
 #
