@@ -85,6 +85,12 @@ def test_fused_cross_entropy_under_bf16_autocast():
         torch.testing.assert_close(a, b, atol=2e-3, rtol=2e-2)
 
 
+def _fp8_value(t, dtype, amax=None):
+    "What the FP8 number `t` rounds to stands for, back in float32 (scaled by `amax`, by default t's own largest entry)."
+    q, s = to_fp8(t, dtype, t.abs().amax() if amax is None else amax)
+    return q.float() * s
+
+
 def test_fp8_linear_is_the_product_of_the_rounded_operands():
     """fp8_linear's forward product and both backward products are the float32 products of the FP8 values the operands
     round to (x and w by their amax, the output's gradient by `grad_bound` into e5m2), rescaled: checked against that
@@ -98,12 +104,9 @@ def test_fp8_linear_is_the_product_of_the_rounded_operands():
     out.register_hook(lambda g: seen.setdefault("grad", g))
     loss = F.cross_entropy(out.float().flatten(0, 1), t.flatten(), ignore_index=-1)
     gx, gw = torch.autograd.grad(loss, (x, w))
-    def value(t, dtype, amax):   # what the FP8 number stands for
-        q, s = to_fp8(t, dtype, amax)
-        return q.float() * s
     x2 = x.detach().flatten(0, 1)
-    xv, wv = value(x2, FP8_FORWARD, x2.abs().amax()), value(w.detach(), FP8_FORWARD, w.detach().abs().amax())
-    gv = value(seen["grad"].flatten(0, 1), FP8_GRAD, bound)
+    xv, wv = _fp8_value(x2, FP8_FORWARD), _fp8_value(w.detach(), FP8_FORWARD)
+    gv = _fp8_value(seen["grad"].flatten(0, 1), FP8_GRAD, bound)
     torch.testing.assert_close(out.detach().flatten(0, 1), xv @ wv.T, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(gx.flatten(0, 1), gv @ wv, rtol=1e-5, atol=1e-9)
     torch.testing.assert_close(gw, gv.T @ xv, rtol=1e-5, atol=1e-9)
@@ -154,10 +157,7 @@ def test_fp8_linear_without_a_bound_scales_the_gradient_by_its_largest_entry():
     g = seen["grad"]
     q, s = to_fp8(g, FP8_GRAD, g.abs().amax())
     assert q.float().abs().max().item() == torch.finfo(FP8_GRAD).max
-    def value(t, dtype):
-        q, s = to_fp8(t, dtype, t.abs().amax())
-        return q.float() * s
-    gv, xv, wv = value(g, FP8_GRAD), value(x.detach(), FP8_FORWARD), value(w.detach(), FP8_FORWARD)
+    gv, xv, wv = _fp8_value(g, FP8_GRAD), _fp8_value(x.detach(), FP8_FORWARD), _fp8_value(w.detach(), FP8_FORWARD)
     torch.testing.assert_close(gx, gv @ wv, rtol=1e-5, atol=1e-12)
     torch.testing.assert_close(gw, gv.T @ xv, rtol=1e-5, atol=1e-12)
     assert (gx - g_out @ w.detach()).norm() < 0.08 * (g_out @ w.detach()).norm()   # near the float32 gradient
