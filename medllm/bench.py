@@ -549,20 +549,23 @@ def summarize(out: dict) -> dict:
     if not ref: return out
     step = ref["step_ms"] / 1e3
     opt_s = step * ref["optimizer_share"]         # the share measured on the split step, applied to the step as fit runs it
-    sharded_step = step - opt_s + opt_s / 8       # each of 8 ranks orthogonalises 1/8 of the matrices (broadcast not counted)
+    gpus = 8                                      # the projected node; each rank orthogonalises 1/gpus of the matrices
+    def sharded(accum: int = 1) -> float:         # seconds per micro-batch with sharded Muon stepping once per `accum` of them
+        return step - opt_s + opt_s / gpus / accum   # (the broadcast not counted)
+    sharded_step = sharded()
     out["optimizer_share"] = {
         "preset": ref["preset"], "variant": _variant(ref), "one_gpu": ref["optimizer_share"],
         # Muon(shard=False): every rank orthogonalises every matrix: at a fixed per-GPU batch the share stays as on 1 GPU
         "8_gpus_replicated_muon": ref["optimizer_share"],
-        "8_gpus_sharded_muon": (opt_s / 8) / sharded_step}
+        "8_gpus_sharded_muon": (opt_s / gpus) / sharded_step}
     card = next((k for k in ("H100", "H200") if k in out["device"]), None)
     ratio = out["matmul_peak_flops"] / H100_MATMUL_PEAK if cuda and not card else 1.0
     note = ("CPU figures: this exercises the code, it is not a GPU projection" if not cuda else
             f"DDP scaling 0.9, $2.50/GPU-hour, per-GPU tokens/s as measured on this card: 8 × {card}" if card else
             "DDP scaling 0.9, $2.50/GPU-hour, per-GPU tokens/s scaled to an H100 by the ratio of matmul peaks")
     sharded_tps = ref["tokens_per_s"] * step / sharded_step
-    accum = max(1, RECIPE_BATCH_TOKENS // (8 * ref["batch_size"] * ref["seq_len"]))   # micro-batches per optimizer step on 8 GPUs
-    recipe_tps = ref["tokens_per_s"] * step / (step - opt_s + opt_s / 8 / accum)      # sharded Muon once per `accum` micro-batches
+    accum = max(1, RECIPE_BATCH_TOKENS // (gpus * ref["batch_size"] * ref["seq_len"]))   # micro-batches per optimizer step
+    recipe_tps = ref["tokens_per_s"] * step / sharded(accum)
     out["projection"] = {"preset": ref["preset"], "variant": _variant(ref), "measured_tokens_per_s": ref["tokens_per_s"],
                          "assumptions": note, "runs": [project(ref["tokens_per_s"], t, peak_ratio_to_h100=ratio) for t in (2e9, 5e9)],
                          "sharded_muon_tokens_per_s": sharded_tps,
