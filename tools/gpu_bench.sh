@@ -29,7 +29,7 @@
 #   candidate: the checks alone took about 210 s (all ok; check_h200_run8.log), medium's recipe, AdamW and transformers
 #   about 200 s (bench_h200_run8_partial.json); then on a fresh machine `CONFIGS=medium:16x2048 CANDIDATE="medium:fp8=on,
 #   fp8_mlp=on" PROFILE=0 BUDGET=200 EXTRA='--impls medllm --optimizers adamw --no_muon --no_data --no_eval'` (197 s;
-#   bench_h200_run9_fp8mlp.json): AdamW +10.9% with the head and MLPs in FP8. Start-up cost about 35 s each time.
+#   bench_h200_run9_fp8mlp.json): AdamW +10.9% with the head and MLPs in FP8. Start-up and transfers: 33 s, then 65 s.
 #
 #   next:         the 1.3x line with FP8 in one run, no CHECK (all its checks passed in run 8; rerun it only if
 #                 medllm.kernels or fp8_linear change): run(command="CONFIGS=medium:16x2048 BUDGET=330 EXTRA='--no_data
