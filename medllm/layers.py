@@ -85,7 +85,16 @@ class KVCache:
     def advance(self, n: int): self.pos += n
 
 
-class CausalSelfAttention(nn.Module):
+class _FP8Projections(nn.Module):
+    "What attention and the two MLPs share: `fp8` (False unless set, by `GPT.fp8_attn` or `GPT.fp8_mlp`) runs their products in FP8 while training with gradients (`fp8_linear`, below)."
+    fp8 = False
+
+    def proj(self, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        "`layer(x)`, or with `fp8` while training with gradients, the same product in FP8."
+        return fp8_linear(x, layer.weight) if self.fp8 and self.training and torch.is_grad_enabled() else layer(x)
+
+
+class CausalSelfAttention(_FP8Projections):
     "Multi-head causal self-attention: q/k/v projections, per-head RMSNorm on q and k, RoPE, SDPA, output projection."
     def __init__(self, d_model: int, n_head: int, n_kv_head: int | None = None, qk_norm: bool = True,
                  norm_eps: float = 1e-6, layer_idx: int = 0):
@@ -105,9 +114,9 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 kv_cache: KVCache | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
-        q = self.q_norm(self.q_proj(x).view(B, T, self.n_head, self.head_dim)).transpose(1, 2)      # (B, H, T, D)
-        k = self.k_norm(self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim)).transpose(1, 2)   # (B, Hkv, T, D)
-        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)                # (B, Hkv, T, D)
+        q = self.q_norm(self.proj(self.q_proj, x).view(B, T, self.n_head, self.head_dim)).transpose(1, 2)      # (B, H, T, D)
+        k = self.k_norm(self.proj(self.k_proj, x).view(B, T, self.n_kv_head, self.head_dim)).transpose(1, 2)   # (B, Hkv, T, D)
+        v = self.proj(self.v_proj, x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)                # (B, Hkv, T, D)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None: k, v = kv_cache.update(self.layer_idx, k, v)                     # (B, Hkv, Tk, D)
         gqa = self.n_kv_head != self.n_head
@@ -123,7 +132,7 @@ class CausalSelfAttention(nn.Module):
                 Tk = k.size(2)
                 attn_mask = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(diagonal=Tk - T)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=gqa)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))           # (B, T, C)
+        return self.proj(self.o_proj, y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))  # (B, T, C)
 
 # %% ../nbs/10_layers.ipynb #d0c3a5b2
 def document_ids(idx: torch.Tensor, eot_id: int) -> torch.Tensor:
@@ -143,16 +152,7 @@ def document_mask(idx: torch.Tensor, eot_id: int, flex: bool = False):
     return (causal & (docs[:, :, None] == docs[:, None, :]))[:, None]
 
 # %% ../nbs/10_layers.ipynb #bf4ce662
-class _MLP(nn.Module):
-    "What the two MLPs share: `fp8` (False unless set, by `GPT.fp8_mlp`) runs their products in FP8 while training with gradients (`fp8_linear`, below)."
-    fp8 = False
-
-    def proj(self, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        "`layer(x)`, or with `fp8` while training with gradients, the same product in FP8."
-        return fp8_linear(x, layer.weight) if self.fp8 and self.training and torch.is_grad_enabled() else layer(x)
-
-
-class SwiGLU(_MLP):
+class SwiGLU(_FP8Projections):
     "down(silu(gate(x)) * up(x)): Qwen3's MLP."
     def __init__(self, d_model: int, hidden: int):
         super().__init__()
@@ -163,7 +163,7 @@ class SwiGLU(_MLP):
     def forward(self, x): return self.proj(self.down_proj, F.silu(self.proj(self.gate_proj, x)) * self.proj(self.up_proj, x))
 
 
-class ReLU2MLP(_MLP):
+class ReLU2MLP(_FP8Projections):
     "down(relu(up(x))²): the Primer / modded-nanogpt MLP (an ablation; not exportable to Qwen3)."
     def __init__(self, d_model: int, hidden: int):
         super().__init__()

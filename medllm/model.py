@@ -132,6 +132,15 @@ class GPT(nn.Module):
     def fp8_mlp(self, on: bool):
         for block in self.blocks: block.mlp.fp8 = bool(on)
 
+    @property
+    def fp8_attn(self) -> bool:
+        "True: while training with gradients, every block's attention projections (q, k, v, o) in FP8 (the layers notebook)."
+        return all(block.attn.fp8 for block in self.blocks)
+
+    @fp8_attn.setter
+    def fp8_attn(self, on: bool):
+        for block in self.blocks: block.attn.fp8 = bool(on)
+
     @torch.no_grad()
     def init_weights(self):
         """Initialise every tensor:

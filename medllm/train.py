@@ -46,7 +46,7 @@ NONFINITE = ("stop", "skip")   # what a NaN/Inf loss or gradient does to a run (
 
 
 def check_fp8(device: torch.device, flag: str = "--fp8_head"):
-    "`--fp8_head` and `--fp8_mlp` (`flag`, for the message) run where PyTorch has FP8 products: CUDA GPUs with FP8 tensor cores, and CPUs (slowly: for tests)."
+    "`--fp8_head`, `--fp8_mlp` and `--fp8_attn` (`flag`, for the message) run where PyTorch has FP8 products: CUDA GPUs with FP8 tensor cores, and CPUs (slowly: for tests)."
     if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
         raise ValueError(f"{flag} needs FP8 tensor cores (compute capability 8.9 or more: Ada, Hopper, Blackwell); "
                          f"{torch.cuda.get_device_name(device)} has {'.'.join(map(str, torch.cuda.get_device_capability(device)))}")
@@ -112,6 +112,7 @@ class TrainConfig:
     fused_adamw: str = "auto"         # AdamW in one kernel for all tensors: auto (on CUDA), on (on a CPU too: torch has that kernel), off
     fp8_head: bool = False            # while training, the head's three products in FP8 (twice bf16's rate on H100-class GPUs; needs the full or lse loss; 10_layers, 11_model)
     fp8_mlp: bool = False             # while training, every block's MLP products in FP8, each gradient scaled by its own amax (every block's arithmetic changes; 10_layers)
+    fp8_attn: bool = False            # while training, every block's q, k, v and o projections in FP8, as --fp8_mlp does the MLP's (10_layers)
 
     def __post_init__(self):
         if self.model not in CONFIGS: raise ValueError(f"unknown model {self.model!r}: use one of {', '.join(CONFIGS)}")
@@ -135,7 +136,7 @@ class TrainConfig:
         _check_blocks(self.compile_blocks, self.compile, self.cuda_graphs, self.doc_mask)
         if self.fp8_head and resolve_loss(self.loss, self.compile) == "chunked":
             raise ValueError("--fp8_head needs the full cross-entropy: add --compile, or --loss full (the chunked loss computes the head's product itself)")
-        for flag in ("fp8_head", "fp8_mlp"):
+        for flag in ("fp8_head", "fp8_mlp", "fp8_attn"):
             if getattr(self, flag) and self.batch_size * self.seq_len % 16:
                 raise ValueError(f"--{flag} needs batch_size × seq_len a multiple of 16 (FP8 products): got {self.batch_size} × {self.seq_len}")
         if self.doc_mask and self.attention != "auto":
@@ -430,9 +431,9 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
     model.set_attention(cfg.attention)
     model.residual = cfg.residual
     model.doc_mask_id = tok.eot_id if cfg.doc_mask else None   # validation loss is masked the same way
-    for flag in ("fp8_head", "fp8_mlp"):
+    for flag in ("fp8_head", "fp8_mlp", "fp8_attn"):
         if getattr(cfg, flag): check_fp8(device, f"--{flag}")
-    model.fp8_head, model.fp8_mlp = cfg.fp8_head, cfg.fp8_mlp    # training steps only: validation reads the bf16 products
+    model.fp8_head, model.fp8_mlp, model.fp8_attn = cfg.fp8_head, cfg.fp8_mlp, cfg.fp8_attn   # training steps only: validation reads the bf16 products
     if ckpt: model.load_state_dict(ckpt["model"])
     opt = build_optimizer(model, cfg.optimizer, cfg.lr_matrix, cfg.lr_embed, cfg.lr_head, cfg.lr_scalar, cfg.lr_adamw, cfg.weight_decay,
                           fused={"auto": device.type == "cuda", "on": True, "off": False}[cfg.fused_adamw], muon_impl=cfg.muon_impl)

@@ -4,14 +4,14 @@ import json
 from conftest import run_cli
 from medllm.bench import _variant
 
-RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "loss", "attention", "residual", "muon_impl", "graphs", "docs", "blocks", "fp8", "fp8_mlp", "doc_len", "compile", "dtype", "steps", "step_ms", "step_ms_synced", "step_ms_skip", "host_waits", "clocks", "clocks_skip",
+RUN_FIELDS = {"impl", "preset", "params_M", "batch_size", "seq_len", "optimizer", "loss", "attention", "residual", "muon_impl", "graphs", "docs", "blocks", "fp8", "fp8_mlp", "fp8_attn", "doc_len", "compile", "dtype", "steps", "step_ms", "step_ms_synced", "step_ms_skip", "host_waits", "clocks", "clocks_skip",
               "tokens_per_s", "mfu", "flops_per_token", "optimizer_share", "first_step_s", "compile_s", "compile_optimizer_s", "muon_forms", "peak_memory_gb", "final_loss"}
 
 
 def test_bench_cpu_small_shapes(tmp_path):
     out = tmp_path / "bench.json"
     r = run_cli("medllm-bench", "--device", "cpu", "--configs", "nano:2x64", "--steps", 2, "--losses", "chunked,full,lse",
-                "--residual", "compute,float32", "--muon_impl", "eager,auto", "--candidate", "loss=lse,muon_impl=compiled,fp8=on,fp8_mlp=on", "--candidate", "nano:docs=on", "--doc_len", 16, "--warmup", 1, "--vocab_size", 4096, "--output", out, "--profile", 3, env={"OMP_NUM_THREADS": "2"})
+                "--residual", "compute,float32", "--muon_impl", "eager,auto", "--candidate", "loss=lse,muon_impl=compiled,fp8=on,fp8_mlp=on,fp8_attn=on", "--candidate", "nano:docs=on", "--doc_len", 16, "--warmup", 1, "--vocab_size", 4096, "--output", out, "--profile", 3, env={"OMP_NUM_THREADS": "2"})
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     assert {"date", "device", "torch", "python", "command", "matmul_peak_flops", "runs", "ratios", "optimizer_share", "projection",
@@ -19,7 +19,7 @@ def test_bench_cpu_small_shapes(tmp_path):
     assert [(x["impl"], x["optimizer"], x["loss"], x["residual"], x["muon_impl"]) for x in res["runs"]] == [
         ("medllm", "muon", "chunked", "compute", "eager"), ("medllm", "adamw", "chunked", "compute", None),   # the recipe
         ("transformers", "adamw", "transformers", None, None),
-        ("medllm", "muon", "lse", "compute", "compiled"), ("medllm", "adamw", "lse", "compute", None),   # the candidates (fp8=on,fp8_mlp=on)
+        ("medllm", "muon", "lse", "compute", "compiled"), ("medllm", "adamw", "lse", "compute", None),   # the candidates (fp8=on,fp8_mlp=on,fp8_attn=on)
         ("medllm", "muon", "chunked", "compute", "eager"), ("medllm", "adamw", "chunked", "compute", None),   # (docs=on)
         ("medllm", "adamw", "chunked", "float32", None), ("medllm", "adamw", "full", "compute", None),   # one change each
         ("medllm", "adamw", "lse", "compute", None), ("medllm", "muon", "chunked", "compute", "auto")]   # (Muon's change runs with Muon)
@@ -27,10 +27,10 @@ def test_bench_cpu_small_shapes(tmp_path):
         assert RUN_FIELDS <= set(run), RUN_FIELDS - set(run)
         assert run["graphs"] == run["blocks"] == ("off" if run["impl"] == "medllm" else None)
         assert run["fp8"] == ("on" if "-fp8" in _variant(run) else "off" if run["impl"] == "medllm" else None)
-        assert run["fp8_mlp"] == run["fp8"]                   # the one candidate runs both
+        assert run["fp8_mlp"] == run["fp8_attn"] == run["fp8"]   # the one candidate runs all three
         assert (run["docs"], run["doc_len"]) == (("on", 16) if "-docs" in _variant(run) else ("off" if run["impl"] == "medllm" else None, None))
         assert run["tokens_per_s"] > 0 and 0 < run["mfu"] < 1 and 0 < run["optimizer_share"] < 1 and run["peak_memory_gb"] > 0
-    assert set(res["ratios"]) == {f"nano/medllm-{v}_vs_transformers-adamw" for v in ("muon", "adamw", "muon-compiled-lsece-fp8-fp8mlp", "adamw-lsece-fp8-fp8mlp", "muon-docs", "adamw-docs", "adamw-fullce", "adamw-lsece", "adamw-float32-residual", "muon-auto")}
+    assert set(res["ratios"]) == {f"nano/medllm-{v}_vs_transformers-adamw" for v in ("muon", "adamw", "muon-compiled-lsece-fp8-fp8mlp-fp8attn", "adamw-lsece-fp8-fp8mlp-fp8attn", "muon-docs", "adamw-docs", "adamw-fullce", "adamw-lsece", "adamw-float32-residual", "muon-auto")}
     assert all(len(x["profile"]) == 3 and x["profile"][0]["ms_per_step"] > 0 for x in res["runs"])   # where the time goes
     assert all(x["profile_split"]["matmul"] > 0 and x["profile_split"]["total"] > 0 for x in res["runs"])   # by kind
     assert "profile of nano medllm-muon" in r.stdout
@@ -64,7 +64,7 @@ def test_bench_bad_flags(capsys):
                  ["--optimizers", "sgd"], ["--warmup", "0"], ["--configs", "nano:2by64"], ["--configs", "nano:2x4096"],
                  ["--losses", "fused"], ["--losses", ","], ["--time_budget", "0"], ["--attention", "fast"], ["--profile", "-1"],
                  ["--residual", "fp16"], ["--residual", ","], ["--muon_impl", "fused"], ["--candidate", "loss"], ["--candidate", "graphs=maybe"], ["--candidate", "blocks=on"], ["--compile", "--candidate", "blocks=on,graphs=on"],
-                 ["--candidate", "fp8=on"], ["--candidate", "fp8=maybe"], ["--candidate", "fp8_mlp=yes"],
+                 ["--candidate", "fp8=on"], ["--candidate", "fp8=maybe"], ["--candidate", "fp8_mlp=yes"], ["--candidate", "fp8_attn=1"],
                  ["--candidate", "loss=fused"], ["--candidate", "speed=fast"], ["--candidate", ","],
                  ["--show", "/nonexistent/bench.json"], ["--show", __file__]):
         with pytest.raises(SystemExit) as e: main(["--device", "cpu", *args])

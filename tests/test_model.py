@@ -182,6 +182,23 @@ def test_fp8_mlp_in_the_model_trains_only(mlp):
     assert not any(b.mlp.fp8 for b in m.blocks) and m(idx, idx).item() == ref.item()
 
 
+def test_fp8_attn_in_the_model_trains_only():
+    """GPT.fp8_attn: every block's q, k, v, o projections in FP8 while training, grouped heads included (a loss near the
+    plain one, a finite gradient for every tensor, the MLPs left alone); without gradients, the plain products exactly."""
+    m = _randomised(get_config("nano", vocab_size=512, n_kv_head=2), seed=3)
+    idx = torch.randint(0, 512, (2, 32), generator=torch.Generator().manual_seed(3))
+    ref = m(idx, idx)
+    m.fp8_attn = True
+    assert m.fp8_attn and all(b.attn.fp8 for b in m.blocks) and not any(b.mlp.fp8 for b in m.blocks)
+    ours = m(idx, idx)
+    ours.backward()
+    assert ours.item() != ref.item() and abs(ours.item() - ref.item()) < 0.05, (ours.item(), ref.item())
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in m.parameters())
+    with torch.no_grad(): assert m(idx, idx).item() == ref.item()
+    m.fp8_attn = False
+    assert not any(b.attn.fp8 for b in m.blocks) and m(idx, idx).item() == ref.item()
+
+
 def _randomised(cfg: ModelConfig, seed=0) -> GPT:
     torch.manual_seed(seed)
     m = GPT(cfg)

@@ -113,6 +113,7 @@ def test_crafted_pickle_checkpoint_is_refused(demo_tok, tmp_path):
     (["--fp8_head"], "--fp8_head needs the full cross-entropy"),
     (["--fp8_head", "--loss", "full", "--batch_size", "3", "--seq_len", "5"], "multiple of 16"),
     (["--fp8_mlp", "--batch_size", "3", "--seq_len", "5"], "--fp8_mlp needs batch_size × seq_len a multiple of 16"),
+    (["--fp8_attn", "--batch_size", "3", "--seq_len", "5"], "--fp8_attn needs batch_size × seq_len a multiple of 16"),
 ])
 def test_train_bad_input_is_one_line_exit_2(args, needle, tmp_path):
     base = ["--max_steps", "1", "--output", str(tmp_path / "o"), "--no_samples"]
@@ -181,26 +182,28 @@ def test_doc_mask_trains_and_masks_the_validation_loss(demo_tok, tmp_path):
     assert all(v is not None and 0 < v < 20 for v in val.values()) and val[True] != val[False], val
 
 
-def test_fp8_head_and_mlp_train_and_validation_reads_the_bf16_products(demo_tok, tmp_path):
-    """`--fp8_head`, `--fp8_mlp`: recorded in run_info; the validation loss before the first step is the plain run's,
+def test_fp8_head_mlp_attn_train_and_validation_reads_the_bf16_products(demo_tok, tmp_path):
+    """`--fp8_head`, `--fp8_mlp`, `--fp8_attn`: recorded in run_info; the validation loss before the first step is the plain run's,
     bitwise (validation reads the plain products). With the head in FP8 the first training loss differs from the plain
-    one by FP8 rounding only. With the MLPs in FP8 it is the plain one exactly, since the zero-initialised down
-    projections make every MLP's output 0 either way (0 in FP8 is 0), and the second differs by FP8 rounding only."""
+    one by FP8 rounding only. With the MLPs (or attention's projections) in FP8 it is the plain one exactly, since
+    the zero-initialised down (o) projections make every MLP's (attention's) output 0 either way (0 in FP8 is 0), and
+    the second differs by FP8 rounding only."""
     metrics = {}
-    for flag in ("", "--fp8_head", "--fp8_mlp"):
+    for flag in ("", "--fp8_head", "--fp8_mlp", "--fp8_attn"):
         out = tmp_path / (flag.strip("-") or "plain")
         r = run_cli("medllm-train", *_common(demo_tok, out, 2), "--datasets", "sample", "--loss", "full", "--eval_every", 2,
                     *([flag] if flag else []), env=DETERMINISTIC)
         assert r.returncode == 0, r.stderr[-2000:]
         config = json.loads((out / "run_info.json").read_text())["config"]
-        assert (config["fp8_head"], config["fp8_mlp"]) == (flag == "--fp8_head", flag == "--fp8_mlp")
+        assert (config["fp8_head"], config["fp8_mlp"], config["fp8_attn"]) == (flag == "--fp8_head", flag == "--fp8_mlp", flag == "--fp8_attn")
         metrics[flag] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     val0, step1, step2 = ({f: next(m for m in metrics[f] if m["step"] == s and key in m)[key] for f in metrics}
                           for s, key in ((0, "val_loss"), (1, "loss"), (2, "loss")))
-    assert val0["--fp8_head"] == val0["--fp8_mlp"] == val0[""], val0
+    assert val0["--fp8_head"] == val0["--fp8_mlp"] == val0["--fp8_attn"] == val0[""], val0
     assert step1["--fp8_head"] != step1[""] and abs(step1["--fp8_head"] - step1[""]) < 0.01, step1
-    assert step1["--fp8_mlp"] == step1[""], step1
-    assert step2["--fp8_mlp"] != step2[""] and abs(step2["--fp8_mlp"] - step2[""]) < 0.02, step2
+    for flag in ("--fp8_mlp", "--fp8_attn"):
+        assert step1[flag] == step1[""], (flag, step1)
+        assert step2[flag] != step2[""] and abs(step2[flag] - step2[""]) < 0.02, (flag, step2)
 
 
 def test_muon_auto_logs_its_forms_and_a_resumed_run_keeps_them(demo_tok, demo_shards, tmp_path):

@@ -1,4 +1,4 @@
-"""The head and the MLPs in FP8 (`fp8_linear`, 10_layers) on the device: the arithmetic, the loss and gradients against
+"""The head, the MLPs and attention's projections in FP8 (`fp8_linear`, 10_layers) on the device: the arithmetic, the loss and gradients against
 bf16, and the products' speed.
 
 `CHECK=1 bash tools/gpu_bench.sh` runs it after Muon's check (GPU time is scarce: one call does both); alone:
@@ -10,16 +10,17 @@ bf16, and the products' speed.
   gradients' cosines against the bf16 head; compiled too with `FP8_CHECK_COMPILE=1` (about half a minute more on a GPU,
   so `gpu_bench.sh` leaves it out: its fp8=on candidate compiles the whole model with the FP8 head anyway);
 - medium's MLP (SwiGLU, C = 1024, H = 2816, 16 × 2048 positions) in FP8 against bf16 under bf16 autocast: output and
-  gradients' cosines;
+  gradients' cosines; the same for medium's attention (16 heads of 64: q, k, v and o in FP8, `fp8_attn`);
 - the head's three products alone, bf16 (`torch.mm`) against FP8 (`torch._scaled_mm`), and the FP8 casts and copies
   the backward makes, unfused (the compiled step fuses some of them): median of 20 timings each; then the MLP's nine
-  products per block in their four shapes, summed over medium's 24 blocks, and their casts and copies, unfused.
+  products per block in their four shapes, summed over medium's 24 blocks, and their casts and copies, unfused; then
+  attention's twelve (four C × C projections, three products each).
 On a CPU the shapes are small and nothing is timed (`FP8_CHECK_TIME=1` times them anyway): it checks the script."""
 import os, statistics, sys, time
 import torch
 import torch.nn.functional as F
 from medllm.core import sync
-from medllm.layers import FP8_FORWARD, FP8_GRAD, SwiGLU, fp8_linear, to_fp8
+from medllm.layers import FP8_FORWARD, FP8_GRAD, CausalSelfAttention, SwiGLU, fp8_linear, rope_tables, to_fp8
 
 dev = torch.device(sys.argv[1] if len(sys.argv) > 1 else ("cuda" if torch.cuda.is_available() else "cpu"))
 if dev.type == "cuda":
@@ -98,6 +99,27 @@ check("medium's MLP, fp8", all(t.isfinite().all().item() for t in res[True]) and
       "cosines against bf16: output, ∂x, ∂gate, ∂up, ∂down " + ", ".join(f"{c:.4f}" for c in cos))
 del res, mlp, xm
 
+# 2c. medium's attention under bf16 autocast: q, k, v and o in FP8 against bf16 (SDPA itself stays bf16).
+torch.manual_seed(3)
+heads = 16 if dev.type == "cuda" else 4
+attn = CausalSelfAttention(C, heads).to(dev)
+for p in attn.parameters():
+    if p.dim() == 2: torch.nn.init.normal_(p, std=C ** -0.5)          # o_proj too (zero at init: it would test nothing)
+T = 2048 if dev.type == "cuda" else 64
+xa = torch.randn(N // T, T, C, device=dev).to(torch.bfloat16).requires_grad_()
+cos_t, sin_t = (t.to(dev) for t in rope_tables(torch.arange(T), C // heads))
+res = {}
+for on in (False, True):
+    attn.fp8 = on
+    with torch.autocast(dev.type, dtype=torch.bfloat16):
+        y = attn(xa, cos_t, sin_t)
+    res[on] = (y.detach(), *torch.autograd.grad(y.float().square().mean(), (xa, attn.q_proj.weight, attn.k_proj.weight,
+                                                                            attn.v_proj.weight, attn.o_proj.weight)))
+cos = [F.cosine_similarity(p.float().flatten(), q.float().flatten(), dim=0).item() for p, q in zip(res[True], res[False])]
+check("medium's attention, fp8", all(t.isfinite().all().item() for t in res[True]) and min(cos) > 0.98,
+      "cosines against bf16: output, ∂x, ∂q, ∂k, ∂v, ∂o " + ", ".join(f"{c:.4f}" for c in cos))
+del res, attn, xa
+
 # 3. The products alone (on CUDA): bf16 against FP8, and the FP8 casts and copies, unfused.
 if dev.type == "cuda" or os.environ.get("FP8_CHECK_TIME"):   # FP8_CHECK_TIME=1 runs this on a CPU: the code, not the figures
     torch.set_grad_enabled(False)
@@ -156,5 +178,24 @@ if dev.type == "cuda" or os.environ.get("FP8_CHECK_TIME"):   # FP8_CHECK_TIME=1 
     mc = timed(mlp_casts)
     print(f"        MLP products over {blocks} block(s): bf16 {blocks * total[0]:.2f} ms, fp8 {blocks * total[1]:.2f} ms "
           f"({blocks * (total[0] - total[1]):+.2f} ms saved); casts and copies, unfused: {blocks * mc:.2f} ms")
+    # Attention's twelve products per block, one shape each way: forward (N, C, C), G·W (N, C, C), Gᵀ·X (C, N, C), four of each.
+    total = [0.0, 0.0]
+    for k, ((m, kk, n), da, db, od, fast) in {"forward (N, C, C)": ((N, C, C), FP8_FORWARD, FP8_FORWARD, torch.bfloat16, True),
+                                              "G·W (N, C, C)": ((N, C, C), FP8_GRAD, FP8_FORWARD, torch.bfloat16, False),
+                                              "Gᵀ·X (C, N, C)": ((C, N, C), FP8_FORWARD, FP8_GRAD, torch.float32, False)}.items():
+        a, b = torch.randn(m, kk, device=dev).to(torch.bfloat16), torch.randn(n, kk, device=dev).to(torch.bfloat16)
+        a8, b8, one = a.to(da), b.to(db).t(), torch.ones((), device=dev)
+        t16 = timed(lambda: a @ b.T)
+        t8 = timed(lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=od, use_fast_accum=fast))
+        total[0] += 4 * t16; total[1] += 4 * t8
+        print(f"        attention {k:16} ×4  bf16 {t16:6.2f} ms ({2 * m * kk * n / t16 / 1e9:5.0f} TFLOP/s)   "
+              f"fp8 {t8:6.2f} ms ({2 * m * kk * n / t8 / 1e9:5.0f} TFLOP/s)   {t16 / t8:.2f}x")
+        del a, b, a8, b8
+    def attn_casts():   # one block's, unfused: X (once for q, k, v) and SDPA's output in e4m3, each transposed too; four gradients in e5m2 by their amax, transposed
+        for t in (xb, xb): to_fp8(t, FP8_FORWARD, t.abs().amax())[0].t().contiguous()
+        for g in (xb, xb, xb, xb): to_fp8(g, FP8_GRAD, g.abs().amax())[0].t().contiguous()
+    ac = timed(attn_casts)
+    print(f"        attention projections over {blocks} block(s): bf16 {blocks * total[0]:.2f} ms, fp8 {blocks * total[1]:.2f} ms "
+          f"({blocks * (total[0] - total[1]):+.2f} ms saved); casts and copies, unfused: {blocks * ac:.2f} ms")
 print("fp8 check:", "all ok" if not failures else f"{len(failures)} FAILED: {', '.join(failures)}")
 sys.exit(1 if failures else 0)

