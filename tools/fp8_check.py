@@ -153,49 +153,40 @@ if dev.type == "cuda" or os.environ.get("FP8_CHECK_TIME"):   # FP8_CHECK_TIME=1 
     # and up (N, C, H) and down (N, H, C); backward G·W for gate and up (N, H, C) and down (N, C, H); Gᵀ·X for gate and
     # up (H, N, C) and down (C, N, H). Operands: e4m3 forward; e5m2 gradient first in G·W, second in Gᵀ·X.
     blocks = 24 if dev.type == "cuda" else 1
-    shapes = {"forward (N, C, H)": ((N, C, H), 2, FP8_FORWARD, FP8_FORWARD, torch.bfloat16, True),
-              "forward (N, H, C)": ((N, H, C), 1, FP8_FORWARD, FP8_FORWARD, torch.bfloat16, True),
-              "G·W (N, H, C)": ((N, H, C), 2, FP8_GRAD, FP8_FORWARD, torch.bfloat16, False),
-              "G·W (N, C, H)": ((N, C, H), 1, FP8_GRAD, FP8_FORWARD, torch.bfloat16, False),
-              "Gᵀ·X (H, N, C)": ((H, N, C), 2, FP8_FORWARD, FP8_GRAD, torch.float32, False),
-              "Gᵀ·X (C, N, H)": ((C, N, H), 1, FP8_FORWARD, FP8_GRAD, torch.float32, False)}
-    total = [0.0, 0.0]
-    for k, ((m, kk, n), count, da, db, od, fast) in shapes.items():
-        a, b = torch.randn(m, kk, device=dev).to(torch.bfloat16), torch.randn(n, kk, device=dev).to(torch.bfloat16)
-        a8, b8 = a.to(da), b.to(db).t()                                    # row-major first operand, column-major second
-        one = torch.ones((), device=dev)
-        t16 = timed(lambda: a @ b.T)
-        t8 = timed(lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=od, use_fast_accum=fast))
-        total[0] += count * t16; total[1] += count * t8
-        print(f"        MLP {k:18} ×{count}  bf16 {t16:6.2f} ms ({2 * m * kk * n / t16 / 1e9:5.0f} TFLOP/s)   "
-              f"fp8 {t8:6.2f} ms ({2 * m * kk * n / t8 / 1e9:5.0f} TFLOP/s)   {t16 / t8:.2f}x")
-        del a, b, a8, b8
+    def products(part, shapes, casts):
+        "Time one block's products of `part` in `shapes` (label: ((M, K, N), count, dtype a, dtype b, out dtype, fast accumulation)), bf16 against FP8, then its `casts`; print each, and the sums over `blocks`."
+        total = [0.0, 0.0]
+        for k, ((m, kk, n), count, da, db, od, fast) in shapes.items():
+            a, b = torch.randn(m, kk, device=dev).to(torch.bfloat16), torch.randn(n, kk, device=dev).to(torch.bfloat16)
+            a8, b8 = a.to(da), b.to(db).t()                                    # row-major first operand, column-major second
+            one = torch.ones((), device=dev)
+            t16 = timed(lambda: a @ b.T)
+            t8 = timed(lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=od, use_fast_accum=fast))
+            total[0] += count * t16; total[1] += count * t8
+            print(f"        {part} {k:18} ×{count}  bf16 {t16:6.2f} ms ({2 * m * kk * n / t16 / 1e9:5.0f} TFLOP/s)   "
+                  f"fp8 {t8:6.2f} ms ({2 * m * kk * n / t8 / 1e9:5.0f} TFLOP/s)   {t16 / t8:.2f}x")
+            del a, b, a8, b8
+        c = timed(casts)
+        print(f"        {part} products over {blocks} block(s): bf16 {blocks * total[0]:.2f} ms, fp8 {blocks * total[1]:.2f} ms "
+              f"({blocks * (total[0] - total[1]):+.2f} ms saved); casts and copies, unfused: {blocks * c:.2f} ms")
+
     xb, hb2 = torch.randn(N, C, device=dev).to(torch.bfloat16), torch.randn(N, H, device=dev).to(torch.bfloat16)
     def mlp_casts():   # one block's, unfused: X and the hidden product in e4m3 (and transposed for Gᵀ·X), the three gradients in e5m2 by their amax (and transposed)
         x8 = to_fp8(xb, FP8_FORWARD, xb.abs().amax())[0]; h8 = to_fp8(hb2, FP8_FORWARD, hb2.abs().amax())[0]
         x8.t().contiguous(); h8.t().contiguous()
         for g in (xb, hb2, hb2): to_fp8(g, FP8_GRAD, g.abs().amax())[0].t().contiguous()
-    mc = timed(mlp_casts)
-    print(f"        MLP products over {blocks} block(s): bf16 {blocks * total[0]:.2f} ms, fp8 {blocks * total[1]:.2f} ms "
-          f"({blocks * (total[0] - total[1]):+.2f} ms saved); casts and copies, unfused: {blocks * mc:.2f} ms")
-    # Attention's twelve products per block, one shape each way: forward (N, C, C), G·W (N, C, C), Gᵀ·X (C, N, C), four of each.
-    total = [0.0, 0.0]
-    for k, ((m, kk, n), da, db, od, fast) in {"forward (N, C, C)": ((N, C, C), FP8_FORWARD, FP8_FORWARD, torch.bfloat16, True),
-                                              "G·W (N, C, C)": ((N, C, C), FP8_GRAD, FP8_FORWARD, torch.bfloat16, False),
-                                              "Gᵀ·X (C, N, C)": ((C, N, C), FP8_FORWARD, FP8_GRAD, torch.float32, False)}.items():
-        a, b = torch.randn(m, kk, device=dev).to(torch.bfloat16), torch.randn(n, kk, device=dev).to(torch.bfloat16)
-        a8, b8, one = a.to(da), b.to(db).t(), torch.ones((), device=dev)
-        t16 = timed(lambda: a @ b.T)
-        t8 = timed(lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=od, use_fast_accum=fast))
-        total[0] += 4 * t16; total[1] += 4 * t8
-        print(f"        attention {k:16} ×4  bf16 {t16:6.2f} ms ({2 * m * kk * n / t16 / 1e9:5.0f} TFLOP/s)   "
-              f"fp8 {t8:6.2f} ms ({2 * m * kk * n / t8 / 1e9:5.0f} TFLOP/s)   {t16 / t8:.2f}x")
-        del a, b, a8, b8
+    products("MLP", {"forward (N, C, H)": ((N, C, H), 2, FP8_FORWARD, FP8_FORWARD, torch.bfloat16, True),
+                     "forward (N, H, C)": ((N, H, C), 1, FP8_FORWARD, FP8_FORWARD, torch.bfloat16, True),
+                     "G·W (N, H, C)": ((N, H, C), 2, FP8_GRAD, FP8_FORWARD, torch.bfloat16, False),
+                     "G·W (N, C, H)": ((N, C, H), 1, FP8_GRAD, FP8_FORWARD, torch.bfloat16, False),
+                     "Gᵀ·X (H, N, C)": ((H, N, C), 2, FP8_FORWARD, FP8_GRAD, torch.float32, False),
+                     "Gᵀ·X (C, N, H)": ((C, N, H), 1, FP8_FORWARD, FP8_GRAD, torch.float32, False)}, mlp_casts)
+    # Attention's twelve products per block: four C × C projections, each forward (N, C, C), G·W (N, C, C) and Gᵀ·X (C, N, C).
     def attn_casts():   # one block's, unfused: X (once for q, k, v) and SDPA's output in e4m3, each transposed too; four gradients in e5m2 by their amax, transposed
         for t in (xb, xb): to_fp8(t, FP8_FORWARD, t.abs().amax())[0].t().contiguous()
         for g in (xb, xb, xb, xb): to_fp8(g, FP8_GRAD, g.abs().amax())[0].t().contiguous()
-    ac = timed(attn_casts)
-    print(f"        attention projections over {blocks} block(s): bf16 {blocks * total[0]:.2f} ms, fp8 {blocks * total[1]:.2f} ms "
-          f"({blocks * (total[0] - total[1]):+.2f} ms saved); casts and copies, unfused: {blocks * ac:.2f} ms")
+    products("attention", {"forward (N, C, C)": ((N, C, C), 4, FP8_FORWARD, FP8_FORWARD, torch.bfloat16, True),
+                           "G·W (N, C, C)": ((N, C, C), 4, FP8_GRAD, FP8_FORWARD, torch.bfloat16, False),
+                           "Gᵀ·X (C, N, C)": ((C, N, C), 4, FP8_FORWARD, FP8_GRAD, torch.float32, False)}, attn_casts)
 print("fp8 check:", "all ok" if not failures else f"{len(failures)} FAILED: {', '.join(failures)}")
 sys.exit(1 if failures else 0)
