@@ -33,10 +33,9 @@ from .optim import MUON_IMPLS, build_optimizer, newton_schulz
 from .train import NonfiniteGuard, check_fp8, compile_model, estimate_run, forward_backward
 
 # %% auto #0
-__all__ = ['GRAPHS', 'DOCS', 'BLOCKS', 'FP8', 'FP8_MLP', 'FP8_ATTN', 'DOC_LEN', 'H100_MATMUL_PEAK', 'RECIPE_BATCH_TOKENS',
-           'STEP_SETTINGS', 'matmul_peak', 'bench_step', 'flops_per_token', 'bench_muon', 'bench_data', 'bench_eval',
-           'project', 'parse_configs', 'run_bench', 'summarize', 'bench_table', 'main', 'parse_candidate',
-           'print_summary']
+__all__ = ['ON_OFF', 'SWITCHES', 'DOC_LEN', 'H100_MATMUL_PEAK', 'RECIPE_BATCH_TOKENS', 'STEP_SETTINGS', 'matmul_peak',
+           'bench_step', 'flops_per_token', 'bench_muon', 'bench_data', 'bench_eval', 'project', 'parse_configs',
+           'run_bench', 'summarize', 'bench_table', 'main', 'parse_candidate', 'print_summary']
 
 # %% ../nbs/32_bench.ipynb #ad10ec68
 def _host_waits(fn, steps: int) -> dict:
@@ -144,12 +143,15 @@ def _qwen3(cfg):
     return Qwen3ForCausalLM(Qwen3Config(**c, attn_implementation="sdpa"))
 
 
-GRAPHS = ("off", "on")   # medllm's compiled step without or with CUDA graphs (fit --cuda_graphs)
-DOCS = ("off", "on")     # medllm's attention: plain causal, or inside each packed document (fit --doc_mask)
-BLOCKS = ("off", "on")   # medllm's model compiled whole, or block by block (fit --compile_blocks)
-FP8 = ("off", "on")      # medllm's head in bf16, or its products in FP8 while training (fit --fp8_head)
-FP8_MLP = ("off", "on")  # medllm's MLPs in bf16, or their products in FP8 while training (fit --fp8_mlp)
-FP8_ATTN = ("off", "on") # medllm's attention projections in bf16, or in FP8 while training (fit --fp8_attn)
+ON_OFF = ("off", "on")
+SWITCHES = {   # medllm's on/off step settings, each 'off' in the recipe: the fit flag it stands for, and its runs' name suffix
+    "graphs": ("--cuda_graphs", "-graphs"),      # the compiled step with CUDA graphs
+    "docs": ("--doc_mask", "-docs"),             # attention inside each packed document (of `doc_len` tokens on average)
+    "blocks": ("--compile_blocks", "-blocks"),   # the model compiled block by block
+    "fp8": ("--fp8_head", "-fp8"),               # the head's products in FP8 while training
+    "fp8_mlp": ("--fp8_mlp", "-fp8mlp"),         # every MLP's products in FP8 while training
+    "fp8_attn": ("--fp8_attn", "-fp8attn"),      # every block's q, k, v and o projections in FP8 while training
+}
 DOC_LEN = 512            # the synthetic documents' mean length in tokens (an assumption: the demo corpus's is 270 with cl100k)
 
 
@@ -164,19 +166,17 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
                dtype: torch.dtype | None = None, compile: bool = False, steps: int = 10, warmup: int = 3,
                vocab_size: int = 50304, seed: int = 0, loss_impl: str = "chunked",
                attention: str = "auto", residual: str = "compute", profile: int = 0, muon_impl: str = "eager",
-               graphs: str = "off", docs: str = "off", doc_len: int = DOC_LEN, blocks: str = "off", fp8: str = "off",
-               fp8_mlp: str = "off", fp8_attn: str = "off") -> dict:
-    "Time the training step of `impl` ('medllm' or 'transformers') for one preset and batch shape (`loss_impl`, `attention`, `residual`: medllm's step settings, 11_model; `muon_impl`: Muon's, 20_optim; `graphs`: 'on' compiles medllm's model with CUDA graphs, as `fit --cuda_graphs`; `docs`: 'on' masks medllm's attention to packed documents of `doc_len` tokens on average, as `fit --doc_mask`; `blocks`: 'on' compiles each block on its own, as `fit --compile_blocks`; `fp8`: 'on' runs the head's products in FP8, as `fit --fp8_head`; `fp8_mlp`: 'on' runs every MLP's products in FP8, as `fit --fp8_mlp`; `fp8_attn`: 'on' runs every block's q, k, v and o projections in FP8, as `fit --fp8_attn`)."
+               switches: dict | None = None, doc_len: int = DOC_LEN) -> dict:
+    "Time the training step of `impl` ('medllm' or 'transformers') for one preset and batch shape (`loss_impl`, `attention`, `residual`: medllm's step settings, 11_model; `muon_impl`: Muon's, 20_optim; `switches`: {name: 'on' or 'off'} for medllm's `SWITCHES`, each 'off' unless given, 'on' as its fit flag: 'graphs' CUDA graphs, 'docs' attention inside packed documents of `doc_len` tokens on average, 'blocks' each block compiled on its own, 'fp8', 'fp8_mlp', 'fp8_attn' the head's, the MLPs', attention's projections' products in FP8)."
     if impl not in ("medllm", "transformers"): raise ValueError(f"unknown implementation {impl!r}: use medllm or transformers")
     if impl == "transformers" and optimizer != "adamw": raise ValueError("the transformers baseline trains with AdamW only")
     if loss_impl not in LOSS_IMPLS: raise ValueError(f"unknown loss {loss_impl!r}: use {' or '.join(LOSS_IMPLS)}")
-    if graphs not in GRAPHS: raise ValueError(f"unknown graphs {graphs!r}: use {' or '.join(GRAPHS)}")
-    if docs not in DOCS: raise ValueError(f"unknown docs {docs!r}: use {' or '.join(DOCS)}")
-    if blocks not in BLOCKS: raise ValueError(f"unknown blocks {blocks!r}: use {' or '.join(BLOCKS)}")
-    if fp8 not in FP8: raise ValueError(f"unknown fp8 {fp8!r}: use {' or '.join(FP8)}")
-    if fp8_mlp not in FP8_MLP: raise ValueError(f"unknown fp8_mlp {fp8_mlp!r}: use {' or '.join(FP8_MLP)}")
-    if fp8_attn not in FP8_ATTN: raise ValueError(f"unknown fp8_attn {fp8_attn!r}: use {' or '.join(FP8_ATTN)}")
-    if impl == "transformers" and docs == "on": raise ValueError("the transformers baseline runs plain causal attention only")
+    sw = dict.fromkeys(SWITCHES, "off") | (switches or {})
+    for k, v in sw.items():
+        if k not in SWITCHES: raise ValueError(f"unknown switch {k!r}: use {', '.join(SWITCHES)}")
+        if v not in ON_OFF: raise ValueError(f"unknown {k} {v!r}: use {' or '.join(ON_OFF)}")
+    on = {k for k, v in sw.items() if v == "on"}
+    if impl == "transformers" and on: raise ValueError(f"the transformers baseline has none of medllm's switches: got {', '.join(sorted(on))} on")
     dtype = dtype or get_dtype(device)
     seed_everything(seed)
     cfg = get_config(preset, vocab_size=vocab_size, seq_len=seq_len)
@@ -187,12 +187,11 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
         model.loss_impl = loss_impl
         model.set_attention(attention)
         model.residual = residual
-        model.doc_mask_id = 0 if docs == "on" else None   # the end-of-text id of the synthetic rows below
-        fp8_on = [k for k, v in (("fp8", fp8), ("fp8_mlp", fp8_mlp), ("fp8_attn", fp8_attn)) if v == "on"]
-        if fp8_on: check_fp8(device, f"{fp8_on[0]}=on")   # as fit: one line on a GPU without FP8 tensor cores
-        model.fp8_head, model.fp8_mlp, model.fp8_attn = fp8 == "on", fp8_mlp == "on", fp8_attn == "on"
+        model.doc_mask_id = 0 if "docs" in on else None   # the end-of-text id of the synthetic rows below
+        if fp8_on := [k for k in ("fp8", "fp8_mlp", "fp8_attn") if k in on]: check_fp8(device, f"{fp8_on[0]}=on")   # as fit: one line on a GPU without FP8 tensor cores
+        model.fp8_head, model.fp8_mlp, model.fp8_attn = "fp8" in on, "fp8_mlp" in on, "fp8_attn" in on
         opt = build_optimizer(model, optimizer, fused=fused, muon_impl=muon_impl)
-        train_model = compile_model(model, compile, graphs == "on", device, blocks == "on")   # as fit
+        train_model = compile_model(model, compile, "graphs" in on, device, "blocks" in on)   # as fit
         def grads(rows): return forward_backward(train_model, model, [rows], device, dtype, grad_clip=1.0, opt=opt)   # (loss, norm), as fit
     else:
         model = _qwen3(cfg).to(device)
@@ -205,7 +204,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
             loss.backward()
             return loss.detach(), torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     g = torch.Generator().manual_seed(seed)
-    batches = [_rows(batch_size, seq_len, vocab_size, g, doc_len if docs == "on" else None).to(device) for _ in range(2)]
+    batches = [_rows(batch_size, seq_len, vocab_size, g, doc_len if "docs" in on else None).to(device) for _ in range(2)]
     t_fb, t_opt, first = [], [], None
     for i in range(warmup + steps):
         sync(device); t0 = time.perf_counter()
@@ -238,10 +237,7 @@ def bench_step(impl: str, preset: str, batch_size: int, seq_len: int, device: to
             "batch_size": batch_size, "seq_len": seq_len, "optimizer": optimizer, "loss": loss_impl if impl == "medllm" else "transformers",
             "attention": attention if impl == "medllm" else "sdpa", "residual": residual if impl == "medllm" else None,
             "muon_impl": muon_impl if impl == "medllm" and optimizer == "muon" else None,
-            "graphs": graphs if impl == "medllm" else None, "docs": docs if impl == "medllm" else None,
-            "blocks": blocks if impl == "medllm" else None, "fp8": fp8 if impl == "medllm" else None,
-            "fp8_mlp": fp8_mlp if impl == "medllm" else None, "fp8_attn": fp8_attn if impl == "medllm" else None,
-            "doc_len": doc_len if docs == "on" else None, "compile": compile, "dtype": str(dtype).removeprefix("torch."),
+            **{k: v if impl == "medllm" else None for k, v in sw.items()}, "doc_len": doc_len if "docs" in on else None, "compile": compile, "dtype": str(dtype).removeprefix("torch."),
             "steps": steps, "step_ms": step * 1e3, "tokens_per_s": tokens / step, "step_ms_synced": synced * 1e3, "step_ms_skip": skip * 1e3, "host_waits": waits,
             "clocks": clocks, "clocks_skip": clocks_skip,
             "optimizer_share": statistics.median(t_opt) / synced, "first_step_s": first, "compile_s": max(first - synced, 0.0),
@@ -410,19 +406,13 @@ def _variant(r: dict) -> str:
     name += {"full": "-fullce", "lse": "-lsece"}.get(r.get("loss"), "")
     if r.get("attention") not in (None, "auto", "sdpa"): name += f"-{r['attention']}"
     if r.get("residual") not in (None, "compute"): name += f"-{r['residual']}-residual"
-    if r.get("graphs") == "on": name += "-graphs"
-    if r.get("docs") == "on": name += "-docs"
-    if r.get("blocks") == "on": name += "-blocks"
-    if r.get("fp8") == "on": name += "-fp8"
-    if r.get("fp8_mlp") == "on": name += "-fp8mlp"
-    if r.get("fp8_attn") == "on": name += "-fp8attn"
+    name += "".join(suffix for k, (_, suffix) in SWITCHES.items() if r.get(k) == "on")
     if r.get("projections") not in (None, "fused"): name += f"-{r['projections']}-proj"   # saved runs of 2026-11-26 (not kept)
     return name
 
 
 STEP_SETTINGS = {"loss": ("auto", *LOSS_IMPLS), "attention": ATTENTION_BACKENDS, "residual": RESIDUALS, "muon_impl": MUON_IMPLS,
-                 "graphs": GRAPHS, "docs": DOCS, "blocks": BLOCKS, "fp8": FP8, "fp8_mlp": FP8_MLP,
-                 "fp8_attn": FP8_ATTN}  # medllm's step: each setting's values
+                 **dict.fromkeys(SWITCHES, ON_OFF)}  # medllm's step: each setting's values
 
 
 def _plan(configs, impls, optimizers, choices: dict, candidates=()) -> list[tuple]:
@@ -488,8 +478,7 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
            "coordinate_descent_tuning": coordinate_descent, "runs": [], "ratios": {}}
     runs = out["runs"]
     fpt = {(p, t): flops_per_token(p, vocab_size, t) for p, _, t in configs}   # once per preset and sequence length
-    theirs = {"loss": "transformers", "attention": "sdpa", "residual": None, "muon_impl": None, "graphs": None, "docs": None, "blocks": None,
-              "fp8": None, "fp8_mlp": None, "fp8_attn": None}  # the baseline's settings, for its record
+    theirs = {"loss": "transformers", "attention": "sdpa", "residual": None, "muon_impl": None, **dict.fromkeys(SWITCHES)}  # the baseline's settings, for its record
     tuning = contextlib.nullcontext()
     if coordinate_descent:   # for this run's compilations only, not for the rest of the process
         import torch._inductor.config as inductor_config
@@ -503,9 +492,8 @@ def run_bench(configs: list, batch_size: int, seq_len: int, device: torch.device
                 continue
             try:
                 kw = {"loss_impl": settings["loss"], "attention": settings["attention"], "residual": settings["residual"],
-                      "muon_impl": settings["muon_impl"], "graphs": settings.get("graphs", "off"), "docs": settings.get("docs", "off"),
-                      "blocks": settings.get("blocks", "off"), "fp8": settings.get("fp8", "off"), "fp8_mlp": settings.get("fp8_mlp", "off"),
-                      "fp8_attn": settings.get("fp8_attn", "off"), "doc_len": doc_len} if settings else {}
+                      "muon_impl": settings["muon_impl"], "switches": {k: settings.get(k, "off") for k in SWITCHES},
+                      "doc_len": doc_len} if settings else {}
                 r = bench_step(impl, preset, b, t, device, optimizer, compile=compile, steps=steps, warmup=warmup,
                                vocab_size=vocab_size, profile=profile, **kw)
             except Exception as e:                                   # an out-of-memory or a compile failure: record it, go on
@@ -615,7 +603,7 @@ def main(argv: list[str] | None = None):
     p.add_argument("--muon_impl", default="eager", help=f"Muon's elementwise work: {', '.join(MUON_IMPLS)} (a variant runs with Muon)")
     p.add_argument("--candidate", action="append", default=[], metavar="KEY=VALUE,...",
                    help="settings run together in place of the recipe's, with every optimizer, before the variants "
-                        "(e.g. loss=lse,muon_impl=compiled; keys: loss, attention, residual, muon_impl, graphs, docs, blocks, fp8, fp8_mlp, fp8_attn); PRESET:KEY=VALUE,... "
+                        f"(e.g. loss=lse,muon_impl=compiled; keys: {', '.join(STEP_SETTINGS)}); PRESET:KEY=VALUE,... "
                         "for one preset only (medium:muon_impl=compiled_gram); repeatable")
     p.add_argument("--doc_len", type=int, default=DOC_LEN, help="mean tokens per synthetic document in a docs=on run (the batches are random tokens)")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
