@@ -57,13 +57,15 @@ def test_bench_cpu_small_shapes(tmp_path):
 
 
 def test_bench_bad_flags(capsys):
-    "Each bad flag: exit 2 and one line (in this process, through main; one real process checks the console script)."
+    """Each bad flag: exit 2 and one line (in this process, through main; one real process checks the console script).
+    Among them, on this CPU: no --configs (the GPU shapes by default), and graphs=on (CUDA graphs)."""
     import pytest
     from medllm.bench import main
     for args in (["--configs", "huge"], ["--impls", "jax"], ["--seq_len", "4096", "--configs", "nano"], ["--steps", "0"],
                  ["--optimizers", "sgd"], ["--warmup", "0"], ["--configs", "nano:2by64"], ["--configs", "nano:2x4096"],
                  ["--losses", "fused"], ["--losses", ","], ["--time_budget", "0"], ["--attention", "fast"], ["--profile", "-1"],
                  ["--residual", "fp16"], ["--residual", ","], ["--muon_impl", "fused"], ["--candidate", "loss"], ["--candidate", "graphs=maybe"], ["--candidate", "blocks=on"], ["--compile", "--candidate", "blocks=on,graphs=on"],
+                 ["--candidate", "graphs=on"], ["--compile", "--configs", "nano:2x64", "--candidate", "graphs=on"], [],
                  ["--candidate", "fp8=on"], ["--candidate", "fp8=maybe"], ["--candidate", "fp8_mlp=yes"], ["--candidate", "fp8_attn=1"],
                  ["--candidate", "loss=fused"], ["--candidate", "speed=fast"], ["--candidate", ","],
                  ["--show", "/nonexistent/bench.json"], ["--show", __file__]):
