@@ -606,7 +606,8 @@ def main(argv: list[str] | None = None):
     p.add_argument("--muon_impl", default="eager", help=f"Muon's elementwise work: {', '.join(MUON_IMPLS)} (a variant runs with Muon)")
     p.add_argument("--candidate", action="append", default=[], metavar="KEY=VALUE,...",
                    help="settings run together in place of the recipe's, with every optimizer, before the variants "
-                        f"(e.g. loss=lse,muon_impl=compiled; keys: {', '.join(STEP_SETTINGS)}); PRESET:KEY=VALUE,... "
+                        f"(e.g. loss=lse,muon_impl=compiled; keys: {', '.join(k for k in STEP_SETTINGS if k not in SWITCHES)}, and off/on as "
+                        f"fit's flags: {', '.join(f'{k} ({flag})' for k, (flag, _) in SWITCHES.items())}); PRESET:KEY=VALUE,... "
                         "for one preset only (medium:muon_impl=compiled_gram); repeatable")
     p.add_argument("--doc_len", type=int, default=DOC_LEN, help="mean tokens per synthetic document in a docs=on run (the batches are random tokens)")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
