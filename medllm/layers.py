@@ -16,9 +16,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 # %% auto #0
-__all__ = ['ATTENTION_BACKENDS', 'FP8_FORWARD', 'FP8_GRAD', 'RMSNorm', 'rope_tables', 'rotate_half', 'apply_rope', 'sdpa_order',
-           'KVCache', 'CausalSelfAttention', 'document_ids', 'document_mask', 'SwiGLU', 'ReLU2MLP', 'swiglu_hidden',
-           'softcap', 'linear_cross_entropy', 'logits_cross_entropy', 'to_fp8', 'fp8_linear', 'Block']
+__all__ = ['ATTENTION_BACKENDS', 'FP8_FORWARD', 'FP8_GRAD', 'SILU_SLOPE_MAX', 'RMSNorm', 'rope_tables', 'rotate_half',
+           'apply_rope', 'sdpa_order', 'KVCache', 'CausalSelfAttention', 'document_ids', 'document_mask', 'SwiGLU',
+           'ReLU2MLP', 'swiglu_hidden', 'softcap', 'linear_cross_entropy', 'logits_cross_entropy', 'to_fp8',
+           'fp8_linear', 'fp8_swiglu', 'Block']
 
 # %% ../nbs/10_layers.ipynb #ad9987a8
 class RMSNorm(nn.Module):
@@ -89,9 +90,13 @@ class _FP8Projections(nn.Module):
     "What attention and the two MLPs share: `fp8` (False unless set, by `GPT.fp8_attn` or `GPT.fp8_mlp`) runs their products in FP8 while training with gradients (`fp8_linear`, below)."
     fp8 = False
 
+    def fp8_now(self) -> bool:
+        "Whether this call's products run in FP8: `fp8` is set and the module trains with gradients."
+        return self.fp8 and self.training and torch.is_grad_enabled()
+
     def proj(self, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         "`layer(x)`, or with `fp8` while training with gradients, the same product in FP8."
-        return fp8_linear(x, layer.weight) if self.fp8 and self.training and torch.is_grad_enabled() else layer(x)
+        return fp8_linear(x, layer.weight) if self.fp8_now() else layer(x)
 
 
 class CausalSelfAttention(_FP8Projections):
@@ -160,7 +165,11 @@ class SwiGLU(_FP8Projections):
         self.up_proj = nn.Linear(d_model, hidden, bias=False)
         self.down_proj = nn.Linear(hidden, d_model, bias=False)
 
-    def forward(self, x): return self.proj(self.down_proj, F.silu(self.proj(self.gate_proj, x)) * self.proj(self.up_proj, x))
+    one_pass = True   # with fp8: fp8_swiglu (X cast once, the gate's and up's gradients cast by bounds); False: three fp8_linears
+
+    def forward(self, x):
+        if self.fp8_now() and self.one_pass: return fp8_swiglu(x, self.gate_proj.weight, self.up_proj.weight, self.down_proj.weight)
+        return self.proj(self.down_proj, F.silu(self.proj(self.gate_proj, x)) * self.proj(self.up_proj, x))   # FP8 or not: proj
 
 
 class ReLU2MLP(_FP8Projections):
@@ -272,34 +281,96 @@ def to_fp8(t: torch.Tensor, dtype: torch.dtype, amax: torch.Tensor) -> tuple[tor
     return (t.float() / s).clamp(-top, top).to(dtype), s
 
 
+def _e4m3(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: return to_fp8(t, FP8_FORWARD, t.abs().amax())   # scaled by its amax
+
+
+def _check_fp8_dims(fn: str, **dims: int):
+    "FP8 products want every dimension a multiple of 16: a one-line error naming them otherwise."
+    if any(d % 16 for d in dims.values()):
+        raise ValueError(f"{fn} needs every dimension a multiple of 16 (FP8 products): got " + ", ".join(f"{d} {k}" for k, d in dims.items()))
+
+
+def _out_dtype(x: torch.Tensor) -> torch.dtype:
+    "What nn.Linear would return for `x`: autocast's dtype where it is on, else x's."
+    return torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+
+
+def _fp8_mm(x8, sx, w8, sw, out_dtype) -> torch.Tensor:
+    "The forward product x8 @ w8.T, scaled, with cuBLAS's fast accumulation."
+    return torch._scaled_mm(x8, w8.t(), scale_a=sx, scale_b=sw, out_dtype=out_dtype, use_fast_accum=True)
+
+
+def _fp8_grads(g8, sg, x8, sx, w8, sw, x_dtype, w_dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    "The backward's two products of x @ w.T, given its output's gradient g8 (e5m2, scale sg): ∂x = G·W and ∂w = Gᵀ·X."
+    grad_x = torch._scaled_mm(g8, w8.t().contiguous().t(), scale_a=sg, scale_b=sw, out_dtype=x_dtype)   # G·W
+    grad_w = torch._scaled_mm(x8.t().contiguous(), g8.t().contiguous().t(), scale_a=sx, scale_b=sg,
+                              out_dtype=torch.float32).t()                                     # (Xᵀ·G)ᵀ = Gᵀ·X
+    return grad_x, grad_w.to(w_dtype)
+
+
 class _FP8Linear(torch.autograd.Function):
     "x @ weight.T with both operands in e4m3 (each scaled by its amax), and the backward's two products with the output's gradient in e5m2, scaled by `grad_bound` (None: by its own amax)."
     @staticmethod
     def forward(ctx, x, weight, grad_bound):
-        x8, sx = to_fp8(x, FP8_FORWARD, x.abs().amax())
-        w8, sw = to_fp8(weight, FP8_FORWARD, weight.abs().amax())
-        out_dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype  # as nn.Linear's
-        out = torch._scaled_mm(x8, w8.t(), scale_a=sx, scale_b=sw, out_dtype=out_dtype, use_fast_accum=True)
+        (x8, sx), (w8, sw) = _e4m3(x), _e4m3(weight)
         ctx.save_for_backward(x8, w8, sx, sw, grad_bound)
         ctx.dtypes = x.dtype, weight.dtype
-        return out
+        return _fp8_mm(x8, sx, w8, sw, _out_dtype(x))
 
     @staticmethod
     def backward(ctx, grad):
         x8, w8, sx, sw, grad_bound = ctx.saved_tensors
         g8, sg = to_fp8(grad, FP8_GRAD, grad.abs().amax() if grad_bound is None else grad_bound)   # a bound: no pass for an amax
-        grad_x = torch._scaled_mm(g8, w8.t().contiguous().t(), scale_a=sg, scale_b=sw, out_dtype=ctx.dtypes[0])   # G·W
-        grad_w = torch._scaled_mm(x8.t().contiguous(), g8.t().contiguous().t(), scale_a=sx, scale_b=sg,
-                                  out_dtype=torch.float32).t()                                     # (Xᵀ·G)ᵀ = Gᵀ·X
-        return grad_x, grad_w.to(ctx.dtypes[1]), None
+        return *_fp8_grads(g8, sg, x8, sx, w8, sw, *ctx.dtypes), None
 
 
 def fp8_linear(x: torch.Tensor, weight: torch.Tensor, grad_bound: torch.Tensor | None = None) -> torch.Tensor:
     "x (..., C) @ weight.T (V, C) with FP8 products forward and backward (see above); `grad_bound`: a tensor bounding every entry of the output's gradient (beyond it, the gradient saturates), or None: the gradient's own largest entry, read in the backward pass."
     n, (v, c) = x.numel() // x.size(-1), weight.shape
-    if n % 16 or c % 16 or v % 16:
-        raise ValueError(f"fp8_linear needs every dimension a multiple of 16 (FP8 products): got {n} positions, {c} inputs, {v} outputs")
+    _check_fp8_dims("fp8_linear", positions=n, inputs=c, outputs=v)
     return _FP8Linear.apply(x.reshape(n, c), weight, grad_bound).reshape(*x.shape[:-1], v)   # (N, C) -> (N, V) -> (..., V)
+
+# %% ../nbs/10_layers.ipynb #b5332f6a
+SILU_SLOPE_MAX = 1.0999   # the largest |silu'(z)| = σ(z)(1 + z(1 − σ(z))), 1.09984 near z = 2.40, rounded up: it bounds the gate's gradient
+
+
+class _FP8SwiGLU(torch.autograd.Function):
+    "down(silu(x @ wg.T) · (x @ wu.T)) with the products of `fp8_linear`, the gate's and up's gradients cast by bounds in one pass (above)."
+    @staticmethod
+    def forward(ctx, x, wg, wu, wd):
+        (x8, sx), (wg8, sg), (wu8, su), (wd8, sd) = _e4m3(x), _e4m3(wg), _e4m3(wu), _e4m3(wd)
+        h_dtype = _out_dtype(x)
+        g, u = _fp8_mm(x8, sx, wg8, sg, h_dtype), _fp8_mm(x8, sx, wu8, su, h_dtype)   # X cast once for both
+        a = F.silu(g)
+        h = a * u
+        maxima = torch.stack([h.abs().amax(), a.abs().amax(), u.abs().amax()])   # h's for its cast, a's and u's for the bounds:
+        h8, sh = to_fp8(h, FP8_FORWARD, maxima[0])                               # one reduction in the forward (then saved)
+        ctx.save_for_backward(x8, sx, wg8, sg, wu8, su, wd8, sd, g, u, h8, sh, maxima)
+        ctx.dtypes = x.dtype, wg.dtype, h_dtype
+        return _fp8_mm(h8, sh, wd8, sd, h_dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x8, sx, wg8, sg, wu8, su, wd8, sd, g, u, h8, sh, maxima = ctx.saved_tensors
+        a_max, u_max = maxima[1].float(), maxima[2].float()
+        x_dtype, w_dtype, h_dtype = ctx.dtypes
+        G8, sG = to_fp8(grad, FP8_GRAD, grad.abs().amax())                         # the output's gradient: its own amax
+        grad_h, grad_wd = _fp8_grads(G8, sG, h8, sh, wd8, sd, h_dtype, w_dtype)
+        h_max = grad_h.abs().amax().float()                                          # max|∂h|: one reduction
+        gf, uf, hf = g.float(), u.float(), grad_h.float()
+        sig = torch.sigmoid(gf)
+        gu8, s_u = to_fp8(hf * gf * sig, FP8_GRAD, h_max * a_max)                                        # ∂u = ∂h·silu(g)
+        gg8, s_g = to_fp8(hf * uf * sig * (1 + gf * (1 - sig)), FP8_GRAD, h_max * u_max * SILU_SLOPE_MAX)   # ∂g = ∂h·u·silu'(g)
+        gx_g, grad_wg = _fp8_grads(gg8, s_g, x8, sx, wg8, sg, x_dtype, w_dtype)
+        gx_u, grad_wu = _fp8_grads(gu8, s_u, x8, sx, wu8, su, x_dtype, w_dtype)
+        return gx_g + gx_u, grad_wg, grad_wu, grad_wd
+
+
+def fp8_swiglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
+    "SwiGLU's down(silu(gate(x)) · up(x)) for x (..., C), with FP8 products forward and backward: the three `fp8_linear`s' products, X cast once, the gate's and up's gradients cast by bounds in one pass."
+    n, (h, c) = x.numel() // x.size(-1), w_gate.shape
+    _check_fp8_dims("fp8_swiglu", positions=n, inputs=c, hidden=h)
+    return _FP8SwiGLU.apply(x.reshape(n, c), w_gate, w_up, w_down).reshape(x.shape)
 
 # %% ../nbs/10_layers.ipynb #b81d7d33
 class Block(nn.Module):

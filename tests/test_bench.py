@@ -1,6 +1,9 @@
 """medllm-bench on the CPU with small shapes: it runs, its JSON has every field, bad flags are one line."""
 import json
+import subprocess
+from pathlib import Path
 
+import pytest
 from conftest import run_cli
 from medllm.bench import _variant
 
@@ -59,7 +62,6 @@ def test_bench_cpu_small_shapes(tmp_path):
 def test_bench_bad_flags(capsys):
     """Each bad flag: exit 2 and one line (in this process, through main; one real process checks the console script).
     Among them, on this CPU: no --configs (the GPU shapes by default), and graphs=on (CUDA graphs)."""
-    import pytest
     from medllm.bench import main
     for args in (["--configs", "huge"], ["--impls", "jax"], ["--seq_len", "4096", "--configs", "nano"], ["--steps", "0"],
                  ["--optimizers", "sgd"], ["--warmup", "0"], ["--configs", "nano:2by64"], ["--configs", "nano:2x4096"],
@@ -94,3 +96,27 @@ def test_failed_and_skipped_runs_are_recorded_and_the_rest_go_on(monkeypatch, tm
     res = bench.run_bench([("nano", 2, 32)], 2, 32, torch.device("cpu"), steps=1, warmup=1, vocab_size=1024, data=False,
                           evaluation=False, muon=False, time_budget=1e-9)
     assert all(r["skipped"].startswith("time budget") for r in res["runs"]) and "projection" not in res
+
+
+@pytest.mark.heavy
+def test_fp8_traffic_benchmark(tmp_path):
+    """benchmarks/fp8_traffic.py on nano's block: a per-token and per-step figure for every setting, FP8's casts adding to
+    the generated kernels' traffic and its one-byte operands taking from the products'; bad --tokens refused, exit 2."""
+    import sys
+    script = Path(__file__).parents[1] / "benchmarks" / "fp8_traffic.py"
+    out = tmp_path / "traffic.json"
+    r = subprocess.run([sys.executable, str(script), "--preset", "nano", "--tokens", "32,64", "--output", str(out)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    s = res["settings"]
+    assert list(s) == ["bf16", "fp8 MLP", "fp8 MLP, 3 linears", "fp8 attention", "fp8 both"] and res["preset"] == "nano" and res["tokens"] == [32, 64]
+    bf16 = s["bf16"]
+    for name in ("fp8 MLP", "fp8 MLP, 3 linears", "fp8 attention", "fp8 both"):
+        assert s[name]["generated_bytes_per_token"] > bf16["generated_bytes_per_token"], name
+        assert s[name]["extern_bytes_per_token"] < bf16["extern_bytes_per_token"], name
+    assert s["fp8 both"]["generated_bytes_per_token"] > max(s["fp8 MLP"]["generated_bytes_per_token"], s["fp8 attention"]["generated_bytes_per_token"])
+    assert s["fp8 MLP"]["generated_bytes_per_token"] < s["fp8 MLP, 3 linears"]["generated_bytes_per_token"]   # fp8_swiglu: one pass
+    assert r.stdout.splitlines()[-1].startswith("fp8 both")
+    bad = subprocess.run([sys.executable, str(script), "--tokens", "64,3000"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--tokens" in bad.stderr and "Traceback" not in bad.stderr

@@ -9,7 +9,7 @@ bf16, and the products' speed.
 - medium's head (16 × 2048 positions, C = 1024, V = 50,304) in a mean cross-entropy under bf16 autocast: the loss and the
   gradients' cosines against the bf16 head; compiled too with `FP8_CHECK_COMPILE=1` (about half a minute more on a GPU,
   so `gpu_bench.sh` leaves it out: its fp8=on candidate compiles the whole model with the FP8 head anyway);
-- medium's MLP (SwiGLU, C = 1024, H = 2816, 16 × 2048 positions) in FP8 against bf16 under bf16 autocast: output and
+- medium's MLP (SwiGLU, C = 1024, H = 2816, 16 × 2048 positions; `fp8_swiglu`) in FP8 against bf16 under bf16 autocast: output and
   gradients' cosines; the same for medium's attention (16 heads of 64: q, k, v and o in FP8, `fp8_attn`);
 - the head's three products alone, bf16 (`torch.mm`) against FP8 (`torch._scaled_mm`), and the FP8 casts and copies
   the backward makes, unfused (the compiled step fuses some of them): median of 20 timings each; then the MLP's nine
