@@ -3,7 +3,7 @@ backward, bf16 against FP8 (the MLP's products, as `fp8_swiglu` and as three `fp
 both), side by side in one run.
 
     python benchmarks/fp8_traffic.py [--device cpu] [--preset medium] [--tokens 2048,4096] [--output FILE]
-    python benchmarks/fp8_traffic.py --device cuda --tokens 32768     # on a GPU: medium's micro-batch (16 x 2048), four compiles
+    python benchmarks/fp8_traffic.py --device cuda --tokens 32768     # on a GPU: medium's micro-batch (16 x 2048), five compiles
 
 The products (`torch._scaled_mm` or `mm`) run at a compute-bound rate, the generated kernels (norms, RoPE, SwiGLU, the
 FP8 casts and their amax reductions, transposed copies) at a memory-bound one, so their bytes are what FP8's casts add
@@ -77,8 +77,12 @@ def main():
     res = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
            "preset": a.preset, "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
            "tokens": counts, "settings": {}}
+    what = "per token (the weights' bytes apart)" if len(counts) == 2 else f"per token at {counts[0]} tokens"
+    print(f"{device}, torch {torch.__version__}: one {a.preset} block, forward + backward, bytes of Inductor's kernels {what}")
+    print(f"{'setting':18} {'generated B/token':>18} {'vs bf16':>8} {'products B/token':>17} {'kernels':>8}"
+          + (f" {'per step MB':>12}" if len(counts) == 2 else ""), flush=True)
     with inductor_config.patch(fx_graph_cache=False):                  # compile every time: a cache hit counts nothing
-        for name, setting in SETTINGS.items():
+        for name, setting in SETTINGS.items():                         # each line and the JSON as soon as measured
             got = [traffic(device, a.preset, t, *setting) for t in counts]
             s = res["settings"][name] = {"generated_bytes": [g["generated"] for g in got], "extern_bytes": [g["extern"] for g in got],
                                          "generated_kernels": got[0]["kernels"]}
@@ -87,18 +91,12 @@ def main():
                     s[f"{k}_bytes_per_token"] = (got[1][k] - got[0][k]) / (counts[1] - counts[0])
                     s[f"{k}_bytes_per_step"] = got[0][k] - counts[0] * s[f"{k}_bytes_per_token"]
                 else: s[f"{k}_bytes_per_token"] = got[0][k] / counts[0]   # at this batch, the weights' share included
-    base = res["settings"]["bf16"]["generated_bytes_per_token"]
-    what = "per token (the weights' bytes apart)" if len(counts) == 2 else f"per token at {counts[0]} tokens"
-    print(f"{device}, torch {torch.__version__}: one {a.preset} block, forward + backward, bytes of Inductor's kernels {what}")
-    print(f"{'setting':18} {'generated B/token':>18} {'vs bf16':>8} {'products B/token':>17} {'kernels':>8}"
-          + (f" {'per step MB':>12}" if len(counts) == 2 else ""))
-    for name, s in res["settings"].items():
-        print(f"{name:18} {s['generated_bytes_per_token']:18,.0f} {s['generated_bytes_per_token'] / base:8.2f} "
-              f"{s['extern_bytes_per_token']:17,.0f} {s['generated_kernels']:8d}"
-              + (f" {s['generated_bytes_per_step'] / 1e6:12.1f}" if len(counts) == 2 else ""))
-    if a.output:
-        with open(a.output, "w") as f: json.dump(res, f, indent=1)
-
+            base = res["settings"]["bf16"]["generated_bytes_per_token"]
+            print(f"{name:18} {s['generated_bytes_per_token']:18,.0f} {s['generated_bytes_per_token'] / base:8.2f} "
+                  f"{s['extern_bytes_per_token']:17,.0f} {s['generated_kernels']:8d}"
+                  + (f" {s['generated_bytes_per_step'] / 1e6:12.1f}" if len(counts) == 2 else ""), flush=True)
+            if a.output:
+                with open(a.output, "w") as f: json.dump(res, f, indent=1)
 
 if __name__ == "__main__":
     main()

