@@ -113,7 +113,8 @@ COMPILE=${COMPILE---compile}
 DEFAULT_CAND=; [[ "${CONFIGS:-medium}" == *medium* ]] && DEFAULT_CAND="medium:muon_impl=auto,fp8=on,fp8_mlp=on,fp8_attn=on"   # medium's, where it runs
 [[ "${CONFIGS:-small}" == *small* && -n "$COMPILE" ]] && DEFAULT_CAND="$DEFAULT_CAND small:blocks=on"   # last in the plan: the first the budget cuts
 CANDS=(); for c in ${CANDIDATE-$DEFAULT_CAND}; do CANDS+=(--candidate "$c"); done
-$PY -m medllm.bench --device "${DEVICE:-auto}" --configs "${CONFIGS:-medium:16x2048,small:32x1024}" --losses "${LOSSES:-auto}" \
+CONF=(); [ -n "${CONFIGS:-}" ] && CONF=(--configs "$CONFIGS")   # unset: medllm-bench's own default (GPU_CONFIGS)
+$PY -m medllm.bench --device "${DEVICE:-auto}" "${CONF[@]}" --losses "${LOSSES:-auto}" \
   --attention "${ATTENTION:-auto}" --residual "${RESIDUAL:-compute}" --muon_impl "${MUON_IMPL:-eager}" \
   "${CANDS[@]}" $COMPILE --steps "${STEPS:-10}" --warmup "${WARMUP:-3}" --time_budget "${BUDGET:-400}" \
   --profile "${PROFILE:-20}" --output "$OUT/bench.json" ${EXTRA:-} 2>&1 | tee "$OUT/bench.log"
