@@ -28,7 +28,7 @@ import torch
 from .core import ArgParser, cli, get_device, get_dtype, seed_everything, sync, writable_dir
 from .export import hf_config
 from .layers import ATTENTION_BACKENDS
-from .model import CONFIGS, GPT, LOSS_IMPLS, RESIDUALS, get_config, resolve_loss
+from .model import CONFIGS, GPT, LOSS_IMPLS, RESIDUALS, get_config, meta_model, resolve_loss
 from .optim import MUON_IMPLS, build_optimizer, newton_schulz
 from .train import NonfiniteGuard, check_fp8, compile_model, estimate_run, forward_backward
 
@@ -288,8 +288,7 @@ def _profile(step_fn, device: torch.device, top: int, steps: int = 2) -> tuple[l
 # %% ../nbs/32_bench.ipynb #59adcf86
 def flops_per_token(preset: str, vocab_size: int, seq_len: int) -> float:
     "Training FLOPs per token of a preset at `seq_len` (built on the meta device: no memory)."
-    with torch.device("meta"):
-        return GPT(get_config(preset, vocab_size=vocab_size, seq_len=seq_len)).flops_per_token(seq_len)
+    return meta_model(preset, vocab_size=vocab_size, seq_len=seq_len).flops_per_token(seq_len)
 
 # %% ../nbs/32_bench.ipynb #8284e426
 def _muon_per_matrix(params, bufs, lr: float = 0.02, momentum: float = 0.95):

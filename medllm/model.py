@@ -24,8 +24,8 @@ from .layers import (
 
 # %% auto #0
 __all__ = ['CONFIGS', 'LOSS_IMPLS', 'RESIDUALS', 'MODEL_FORMAT', 'pad_vocab', 'ModelConfig', 'nano', 'tiny', 'small', 'medium',
-           'baguette', 'get_config', 'resolve_loss', 'GPT', 'param_table', 'generate', 'save_model', 'file_digest',
-           'write_digest', 'load_checkpoint_file', 'model_from_checkpoint']
+           'baguette', 'get_config', 'parse_model_options', 'resolve_loss', 'GPT', 'meta_model', 'param_table',
+           'generate', 'save_model', 'file_digest', 'write_digest', 'load_checkpoint_file', 'model_from_checkpoint']
 
 # %% ../nbs/11_model.ipynb #e26477b2
 def pad_vocab(n_vocab: int, multiple: int = 128) -> int:
@@ -91,6 +91,25 @@ def get_config(name: str, **overrides) -> ModelConfig:
     base = dataclasses.asdict(CONFIGS[name]())
     if "mlp" in overrides or "d_model" in overrides: base["mlp_hidden"] = None  # recompute unless given
     return ModelConfig(**{**base, **overrides})
+
+
+def parse_model_options(spec: str) -> dict:
+    "'n_layer=2,qk_norm=false' -> {'n_layer': 2, 'qk_norm': False}: `get_config` overrides from text (the CLI's `--model_options`), each value read as its `ModelConfig` field's type."
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(ModelConfig)}
+    out = {}
+    for part in (x.strip() for x in spec.split(",") if x.strip()):
+        key, eq, value = (s.strip() for s in part.partition("="))
+        if not eq or key not in kinds:
+            raise ValueError(f"bad model option {part!r}: write NAME=VALUE,... with NAME one of {', '.join(kinds)}")
+        kind = kinds[key]
+        try:
+            if "None" in kind and value.lower() == "none": out[key] = None
+            elif kind.startswith("bool"):
+                if value.lower() not in ("true", "false"): raise ValueError
+                out[key] = value.lower() == "true"
+            else: out[key] = {"int": int, "float": float}.get(kind.split(" ")[0], str)(value)
+        except ValueError: raise ValueError(f"model option {key}={value!r}: expected {kind}") from None
+    return out
 
 # %% ../nbs/11_model.ipynb #81dd82d9
 LOSS_IMPLS = ("chunked", "full", "lse")
@@ -224,13 +243,18 @@ class GPT(nn.Module):
         return 6 * self.num_params(embedding=False) + 6 * c.n_layer * T * c.d_model
 
 # %% ../nbs/11_model.ipynb #53d1c05c
+def meta_model(name: str, **overrides) -> GPT:
+    "The preset `name` (with `get_config` overrides) built on the meta device: shapes, parameter and FLOP counts, no memory."
+    with torch.device("meta"): return GPT(get_config(name, **overrides))
+
+
 def param_table(vocab_sizes: dict[str, int], names=("nano", "tiny", "small", "medium", "baguette")) -> list[dict]:
     "Parameter counts (in millions) of each preset for each vocabulary, built on the meta device."
     rows = []
     for name in names:
         row = {"model": name}
         for label, v in vocab_sizes.items():
-            with torch.device("meta"): m = GPT(get_config(name, vocab_size=v))
+            m = meta_model(name, vocab_size=v)
             row[f"params {label}"] = m.num_params() / 1e6
             row[f"non-emb {label}"] = m.num_params(embedding=False) / 1e6
         c = get_config(name)

@@ -30,7 +30,7 @@ from .checkpoint import CheckpointWriteError, find_checkpoint, rng_state, save_c
 from .core import (ArgParser, atomic_write, autocast, cli, dist_info, fault, get_device, get_dtype, kill_point, print0, seed_everything,
                          writable_dir)
 from .layers import ATTENTION_BACKENDS
-from .model import CONFIGS, GPT, RESIDUALS, ModelConfig, generate, get_config, pad_vocab, resolve_loss
+from .model import CONFIGS, GPT, RESIDUALS, ModelConfig, generate, get_config, meta_model, pad_vocab, parse_model_options, resolve_loss
 from .optim import MUON_IMPLS, build_optimizer, lr_multiplier
 from .packing import DataConfig, Pipeline, ShardRows, TokenRows, make_loader, read_metadata
 from .reasoning import format_question, prompt_parts
@@ -65,6 +65,7 @@ def _check_blocks(blocks: bool, compile: bool, cuda_graphs: bool, doc_mask: bool
 class TrainConfig:
     "Everything a training run needs; the CLI flags mirror these fields."
     model: str = "nano"               # preset: nano, tiny, small, medium, baguette
+    model_options: str = ""           # the preset's fields replaced, NAME=VALUE,... (11_model's ModelConfig), e.g. n_layer=2; checkpoints keep the whole config
     datasets: str = "sample"          # --datasets spec (streaming mode), see 02_sources
     data_dir: str | None = None       # token shards from medllm-prepare-data (shard mode); None = stream `datasets`
     tokenizer: str = "cl100k"         # cl100k, gpt2 or a tokenizer file (shard mode: must match the shards)
@@ -121,6 +122,9 @@ class TrainConfig:
         for name in ("max_steps", "max_tokens", "batch_tokens"):
             v = getattr(self, name)
             if v is not None and v < 1: raise ValueError(f"{name} must be >= 1, got {v}")
+        fixed = sorted(set(parse_model_options(self.model_options)) & {"vocab_size", "seq_len"})
+        if fixed: raise ValueError(f"--model_options {', '.join(fixed)}: set by --tokenizer and --seq_len instead")
+        self.model_config(128)                 # raises on a bad option or a shape the model refuses
         limit = CONFIGS[self.model]().seq_len
         if self.seq_len > limit: raise ValueError(f"seq_len {self.seq_len} is beyond model {self.model!r}'s maximum of {limit}")
         if self.max_steps is None and self.max_tokens is None: raise ValueError("give max_steps or max_tokens")
@@ -146,6 +150,10 @@ class TrainConfig:
         if self.log_every < 1: raise ValueError(f"log_every must be >= 1, got {self.log_every}")
         if self.keep_last is not None and self.keep_last < 1: raise ValueError(f"keep_last must be >= 1, got {self.keep_last}")
         if not 0 <= self.val_fraction < 1: raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        "The run's model: the preset with `model_options`, the padded vocabulary and the run's `seq_len`."
+        return get_config(self.model, **parse_model_options(self.model_options), vocab_size=vocab_size, seq_len=self.seq_len)
 
     def grad_accum(self, world_size: int) -> int:
         "Micro-batches per step per process, from the global batch in tokens."
@@ -396,7 +404,7 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
         torch.use_deterministic_algorithms(True, warn_only=True)
         if device.type == "cpu": torch.set_num_threads(1)
     tok = get_tokenizer(cfg.tokenizer)
-    mcfg = get_config(cfg.model, vocab_size=pad_vocab(tok.n_vocab), seq_len=cfg.seq_len)
+    mcfg = cfg.model_config(pad_vocab(tok.n_vocab))
     grad_accum, total_steps = cfg.grad_accum(info.world_size), cfg.total_steps(info.world_size)
 
     # resume: everything that decides the next step comes from the checkpoint
@@ -408,8 +416,9 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
             path, ckpt = found
             if ckpt["tokenizer"].get("special") != tok.special or ckpt["tokenizer"].get("n_vocab") != tok.n_vocab:
                 raise ValueError(f"--resume {path}: the checkpoint was trained with tokenizer {ckpt['tokenizer'].get('name')!r}, this run uses {tok.name!r}")
-            if ckpt.get("config") != dataclasses.asdict(mcfg):
-                raise ValueError(f"--resume {path}: the checkpoint's model differs from this run's ({cfg.model}, seq_len {cfg.seq_len})")
+            was = ckpt.get("config") or {}
+            differ = [f"{k} {was.get(k)!r} -> {v!r}" for k, v in dataclasses.asdict(mcfg).items() if was.get(k) != v]
+            if differ: raise ValueError(f"--resume {path}: the checkpoint's model differs from this run's ({', '.join(differ)})")
             if ckpt.get("world_size", 1) != info.world_size:
                 raise ValueError(f"--resume {path}: the checkpoint was written by {ckpt.get('world_size', 1)} process(es), this run has "
                                  f"{info.world_size}; the data position is per process: resume with the same number (torchrun --nproc_per_node)")
@@ -456,7 +465,7 @@ def _fit(cfg: TrainConfig, log, info, device, out: Path) -> dict:
         info_dict = run_info(cfg, model, tok, device, info.world_size)
         info_dict.update(grad_accum=grad_accum, total_steps=total_steps, tokens_per_step=cfg.batch_size * cfg.seq_len * info.world_size * grad_accum)
         (out / "run_info.json").write_text(json.dumps(info_dict, indent=1))
-        log(f"medllm {info_dict['medllm']} | torch {info_dict['torch']} | {device} x{info.world_size} | {cfg.model}: "
+        log(f"medllm {info_dict['medllm']} | torch {info_dict['torch']} | {device} x{info.world_size} | {cfg.model}{' ' + cfg.model_options if cfg.model_options else ''}: "
             f"{model.num_params() / 1e6:.1f}M params | {tok.name} ({tok.n_vocab} ids) | {total_steps} steps x "
             f"{info_dict['tokens_per_step']:,} tokens (accum {grad_accum}) | git {str(info_dict['git_commit'])[:10]}")
 
@@ -618,8 +627,7 @@ if __name__ == "__main__": main()
 def estimate_run(model: str, tokens: float, n_gpus: int = 8, mfu: float = 0.40, peak_flops_per_gpu: float = 989e12,
                  usd_per_gpu_hour: float = 2.5, vocab_size: int = 50304, seq_len: int | None = None, scaling: float = 1.0) -> dict:
     "Predicted hours and dollars of training `model` on `tokens` tokens (stated MFU, DDP scaling and price)."
-    with torch.device("meta"):
-        m = GPT(get_config(model, vocab_size=vocab_size, **({"seq_len": seq_len} if seq_len else {})))
+    m = meta_model(model, vocab_size=vocab_size, **({"seq_len": seq_len} if seq_len else {}))
     flops = m.flops_per_token(seq_len) * tokens
     hours = flops / (n_gpus * peak_flops_per_gpu * mfu * scaling) / 3600
     return {"model": model, "params_M": round(m.num_params() / 1e6, 1), "tokens_B": tokens / 1e9, "gpus": n_gpus, "mfu": mfu, "scaling": scaling,

@@ -114,6 +114,10 @@ def test_crafted_pickle_checkpoint_is_refused(demo_tok, tmp_path):
     (["--fp8_head", "--loss", "full", "--batch_size", "3", "--seq_len", "5"], "multiple of 16"),
     (["--fp8_mlp", "--batch_size", "3", "--seq_len", "5"], "--fp8_mlp needs batch_size × seq_len a multiple of 16"),
     (["--fp8_attn", "--batch_size", "3", "--seq_len", "5"], "--fp8_attn needs batch_size × seq_len a multiple of 16"),
+    (["--model_options", "n_head=3"], "d_model=256 must be divisible by n_head=3"),
+    (["--model_options", "layers=2"], "bad model option 'layers=2'"),
+    (["--model_options", "n_layer=two"], "model option n_layer='two': expected int"),
+    (["--model_options", "vocab_size=512"], "--model_options vocab_size: set by --tokenizer and --seq_len instead"),
 ])
 def test_train_bad_input_is_one_line_exit_2(args, needle, tmp_path):
     base = ["--max_steps", "1", "--output", str(tmp_path / "o"), "--no_samples"]
@@ -121,6 +125,19 @@ def test_train_bad_input_is_one_line_exit_2(args, needle, tmp_path):
     assert r.returncode == 2, (r.stdout[-500:], r.stderr[-1000:])
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
     assert needle in r.stderr, r.stderr
+
+
+def test_model_options_reach_the_checkpoint_and_a_resume_must_match(demo_tok, tmp_path):
+    "`--model_options` replaces preset fields; the checkpoint keeps the whole config, so a resume with other options is refused."
+    out = tmp_path / "run"
+    r = run_cli("medllm-train", *_common(demo_tok, out, 2), "--datasets", "sample", "--model_options", "n_layer=1,d_model=128")
+    assert r.returncode == 0, r.stderr[-1000:]
+    assert "nano n_layer=1,d_model=128:" in r.stdout
+    ck = load_checkpoint(list_checkpoints(out)[-1])
+    assert (ck["config"]["n_layer"], ck["config"]["d_model"], ck["config"]["mlp_hidden"]) == (1, 128, 384)
+    assert ck["model"]["embed.weight"].shape[1] == 128 and not any(k.startswith("blocks.1.") for k in ck["model"])
+    r = run_cli("medllm-train", *_common(demo_tok, out, 4), "--datasets", "sample", "--model_options", "n_layer=2,d_model=128", "--resume", "latest")
+    assert r.returncode == 2 and "the checkpoint's model differs from this run's (n_layer 1 -> 2)" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_resume_with_other_tokenizer_is_refused(demo_tok, tmp_path):
