@@ -38,8 +38,9 @@ from .tokenizer import Tokenizer, get_tokenizer, tokenizer_from_spec
 
 # %% auto #0
 __all__ = ['NONFINITE', 'PEAK_FLOPS', 'SAMPLE_QUESTIONS', 'RESUME_FIELDS', 'check_fp8', 'TrainConfig', 'peak_flops', 'run_info',
-           'evaluate_loss', 'sample_generations', 'TrainingError', 'forward_backward', 'compile_model',
-           'step_is_finite', 'NonfiniteGuard', 'fit', 'token_byte_lengths', 'train_parser', 'main', 'estimate_run']
+           'evaluate_loss', 'sample_generations', 'TrainingError', 'validation_batches', 'forward_backward',
+           'compile_model', 'step_is_finite', 'NonfiniteGuard', 'fit', 'token_byte_lengths', 'train_parser', 'main',
+           'estimate_run']
 
 # %% ../nbs/22_train.ipynb #6346e629
 NONFINITE = ("stop", "skip")   # what a NaN/Inf loss or gradient does to a run (NonfiniteGuard, below)
@@ -238,6 +239,21 @@ def _setup_distributed(device_name: str):
     return info, device
 
 
+def _data_config(cfg: TrainConfig) -> DataConfig:
+    return DataConfig(datasets=cfg.datasets, tokenizer=cfg.tokenizer, seq_len=cfg.seq_len, seed=cfg.seed, val_fraction=cfg.val_fraction)
+
+
+def validation_batches(cfg: TrainConfig, tok: Tokenizer) -> list[torch.Tensor]:
+    "The batches (B, T+1) a run with `cfg` evaluates on: the first `eval_batches` · `batch_size` rows of its shards' validation split, or of its sources' held-out share."
+    n = cfg.eval_batches * cfg.batch_size
+    if cfg.data_dir:
+        val = ShardRows(cfg.data_dir, "validation")
+        rows = [torch.from_numpy(np.asarray(val[i], dtype=np.int64)) for i in range(min(len(val), n))]
+    else:
+        rows = [torch.from_numpy(r) for _, r in zip(range(n), Pipeline(_data_config(cfg), tok).rows(split="validation"))]
+    return [torch.stack(rows[i:i + cfg.batch_size]) for i in range(0, len(rows), cfg.batch_size)]
+
+
 def _data(cfg: TrainConfig, tok: Tokenizer, info, start_batch: int):
     if cfg.data_dir:
         meta = read_metadata(cfg.data_dir)
@@ -246,15 +262,9 @@ def _data(cfg: TrainConfig, tok: Tokenizer, info, start_batch: int):
                              f"this run uses {tok.name!r}")
         if meta["seq_len"] != cfg.seq_len: raise ValueError(f"the shards hold rows for seq_len {meta['seq_len']}, this run asks for {cfg.seq_len}")
         train = TokenRows(data_dir=cfg.data_dir, rank=info.rank, world_size=info.world_size, batch_size=cfg.batch_size, start_batch=start_batch)
-        val = ShardRows(cfg.data_dir, "validation")
-        val_rows = [torch.from_numpy(np.asarray(val[i], dtype=np.int64)) for i in range(min(len(val), cfg.eval_batches * cfg.batch_size))]
     else:
-        dcfg = DataConfig(datasets=cfg.datasets, tokenizer=cfg.tokenizer, seq_len=cfg.seq_len, seed=cfg.seed, val_fraction=cfg.val_fraction)
-        train = TokenRows(cfg=dcfg, rank=info.rank, world_size=info.world_size, batch_size=cfg.batch_size, start_batch=start_batch)
-        pipe = Pipeline(dcfg, tok)
-        val_rows = [torch.from_numpy(r) for _, r in zip(range(cfg.eval_batches * cfg.batch_size), pipe.rows(split="validation"))]
-    val_batches = [torch.stack(val_rows[i:i + cfg.batch_size]) for i in range(0, len(val_rows), cfg.batch_size)]
-    return make_loader(train, cfg.batch_size, cfg.num_workers, pin_memory=torch.cuda.is_available()), val_batches
+        train = TokenRows(cfg=_data_config(cfg), rank=info.rank, world_size=info.world_size, batch_size=cfg.batch_size, start_batch=start_batch)
+    return make_loader(train, cfg.batch_size, cfg.num_workers, pin_memory=torch.cuda.is_available()), validation_batches(cfg, tok)
 
 
 def forward_backward(train_model, model: GPT, micro_batches: list[torch.Tensor], device, dtype, grad_clip: float = 1.0,

@@ -120,3 +120,33 @@ def test_fp8_traffic_benchmark(tmp_path):
     assert r.stdout.splitlines()[-1].startswith("fp8 both")
     bad = subprocess.run([sys.executable, str(script), "--tokens", "64,3000"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--tokens" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_fp8_bounds_benchmark(tmp_path, trained_nano):
+    """benchmarks/fp8_bounds.py on a trained nano saved as `fit` saves it: every block's gate and up gradients lie within
+    `fp8_swiglu`'s bounds (ratio in (0, 1]), their e5m2 casts stay close to float32 under both scalings; a checkpoint
+    without a train_config is refused in one line, exit code 2."""
+    import dataclasses
+    import sys
+    from medllm.checkpoint import save_checkpoint
+    from medllm.train import TrainConfig
+    model, tok = trained_nano
+    cfg = TrainConfig(model="nano", model_options="n_layer=2", datasets="sample", seq_len=128, batch_size=2, eval_batches=2, val_fraction=0.2)
+    state = {"config": dataclasses.asdict(model.config), "model": model.state_dict(), "tokenizer": tok.spec()}
+    path = save_checkpoint(tmp_path / "run", 30, {**state, "train_config": dataclasses.asdict(cfg)})
+    script = Path(__file__).parents[1] / "benchmarks" / "fp8_bounds.py"
+    out = tmp_path / "bounds.json"
+    r = subprocess.run([sys.executable, str(script), str(path), "--batches", "2", "--output", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["batches"] == 2 and res["tokens_per_batch"] == 2 * 128 and len(res["blocks"]) == 2
+    for block in res["blocks"]:
+        for name in ("up", "gate"):
+            g = block[name]
+            assert 0 < g["ratio_min"] <= g["ratio_max"] <= 1, g     # a bound bounds
+            for scaling in ("own", "bound"):
+                assert g[scaling]["nonzero"] > 0 and g[scaling]["cosine_min"] > 0.99, (name, scaling, g)
+    assert r.stdout.count(" | up ") == 2 and r.stdout.count(" | gate ") == 2
+    bare = save_checkpoint(tmp_path / "bare", 1, state)
+    bad = subprocess.run([sys.executable, str(script), str(bare)], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "train_config" in bad.stderr and "Traceback" not in bad.stderr
