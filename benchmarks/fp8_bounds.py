@@ -35,24 +35,21 @@ def cast_loss(d: torch.Tensor, amax: torch.Tensor) -> dict:
             "cosine": F.cosine_similarity(d.flatten().double(), back.flatten().double(), dim=0).item()}
 
 
-def watch(mlp: SwiGLU) -> dict:
-    "Keep the gate's and up's outputs and the down projection's input of `mlp`'s next forward, with their gradients."
-    seen = {}
-
+def watch(mlp: SwiGLU, seen: dict) -> list:
+    "Keep in `seen` the gate's and up's outputs and the down projection's input of each forward of `mlp`, with their gradients; the hooks' handles."
     def keep(name):
         def hook(module, args, out):
             t = args[0] if name == "h" else out
             t.retain_grad(); seen[name] = t
         return hook
-    seen["handles"] = [mlp.gate_proj.register_forward_hook(keep("g")), mlp.up_proj.register_forward_hook(keep("u")),
-                       mlp.down_proj.register_forward_hook(keep("h"))]
-    return seen
+    return [mlp.gate_proj.register_forward_hook(keep("g")), mlp.up_proj.register_forward_hook(keep("u")),
+            mlp.down_proj.register_forward_hook(keep("h"))]
 
 
 def block_stats(seen: dict) -> dict:
     "For one block and batch: each gradient's largest entry over its bound, and the cast's losses under both scalings."
-    g, u, h = seen["g"].detach().float(), seen["u"].detach().float(), seen["h"]
-    dh_max = h.grad.abs().amax().float()
+    g, u = seen["g"].detach().float(), seen["u"].detach().float()
+    dh_max = seen["h"].grad.abs().amax().float()
     out = {}
     for name, d, bound in (("up", seen["u"].grad.float(), dh_max * F.silu(g).abs().amax()),
                            ("gate", seen["g"].grad.float(), dh_max * u.abs().amax() * SILU_SLOPE_MAX)):
@@ -87,19 +84,21 @@ def measure(path: str, batches: int) -> dict:
     if not all(isinstance(m, SwiGLU) for m in mlps): raise ValueError(f"{path}: fp8_swiglu's bounds are SwiGLU's; this model's MLP is {type(mlps[0]).__name__}")
     val = validation_batches(cfg, tokenizer_from_spec(ckpt["tokenizer"]))[:batches]
     if not val: raise ValueError(f"{path}: its run's data gives no validation rows")
+    seen = [{} for _ in mlps]
+    handles = [h for m, s in zip(mlps, seen) for h in watch(m, s)]
     per_block = [[] for _ in mlps]
     for rows in val:
-        seen = [watch(m) for m in mlps]
-        loss = model(rows[:, :-1], rows[:, 1:])
-        loss.backward()
-        for i, s in enumerate(seen):
-            for handle in s.pop("handles"): handle.remove()
-            per_block[i].append(block_stats(s))
+        model(rows[:, :-1], rows[:, 1:]).backward()
+        for stats, s in zip(per_block, seen): stats.append(block_stats(s))
         model.zero_grad(set_to_none=True)
+    for h in handles: h.remove()
     return {"checkpoint": path, "tokens_seen": ckpt.get("tokens_seen"),
             "model": cfg.model, "model_options": cfg.model_options, "fp8": [f for f in ("fp8_head", "fp8_mlp", "fp8_attn") if getattr(cfg, f)],
             "batches": len(val), "rows_per_batch": val[0].shape[0], "tokens_per_batch": val[0][:, 1:].numel(),
             "blocks": [summarise(b) for b in per_block]}
+
+
+def _pct(x: float) -> str: return f"{100 * x:.4f}%"
 
 
 def table(res: dict) -> str:
@@ -110,9 +109,8 @@ def table(res: dict) -> str:
             r = b[name]
             if r["ratio_min"] is None:
                 lines.append(f"{i:5d} | {name:4s} | no gradient reaches it (zero down projection?)"); continue
-            pct = lambda x: f"{100 * x:.4f}%"
             lines.append(f"{i:5d} | {name:4s} | {r['ratio_min']:.3f}..{r['ratio_max']:.3f} | {r['binades_unused_max']:.2f} | "
-                         f"{pct(r['own']['flushed_share'])} | {pct(r['bound']['flushed_share'])} | "
+                         f"{_pct(r['own']['flushed_share'])} | {_pct(r['bound']['flushed_share'])} | "
                          f"{r['own']['cosine_min']:.6f} | {r['bound']['cosine_min']:.6f}")
     return "\n".join(lines)
 
